@@ -1,0 +1,134 @@
+//! Account management for operators: add, change password, disable,
+//! enable, delete, list.
+
+use time::OffsetDateTime;
+
+use super::{Passwords, revocation_cutoff};
+use crate::{
+    domain::{Password, Role, UserId, Username},
+    store::{NewUser, Store, StoreError, UserRecord},
+};
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// No user of that name.
+    #[error("no user named {0:?}")]
+    NotFound(String),
+    /// A user of that name exists, in some letter case.
+    #[error("a user named {0:?} already exists")]
+    NameTaken(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed.
+    #[error("cannot hash the password")]
+    Hashing(#[source] anyhow::Error),
+}
+
+/// The account use cases.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    store: Store,
+    passwords: Passwords,
+}
+
+impl Accounts {
+    /// Account management over `store`, hashing with `passwords`.
+    pub fn new(store: Store, passwords: Passwords) -> Self {
+        Self { store, passwords }
+    }
+
+    /// Adds a user.
+    ///
+    /// # Errors
+    /// [`AccountError::NameTaken`] when the name is in use in any case.
+    pub async fn add(
+        &self,
+        username: &Username,
+        password: &Password,
+        roles: &[Role],
+    ) -> Result<UserId, AccountError> {
+        let hash = self
+            .passwords
+            .hash(password)
+            .await
+            .map_err(AccountError::Hashing)?;
+        let id = UserId::generate();
+        let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
+        self.store
+            .add_user(NewUser {
+                id,
+                username,
+                password_hash: &hash,
+                roles: &roles,
+            })
+            .await
+            .map_err(|err| match err {
+                crate::store::AddUserError::NameTaken => {
+                    AccountError::NameTaken(username.to_string())
+                }
+                crate::store::AddUserError::Store(err) => AccountError::Store(err),
+            })?;
+        Ok(id)
+    }
+
+    /// Sets a new password and revokes every token issued before now.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn change_password(
+        &self,
+        username: &Username,
+        password: &Password,
+    ) -> Result<(), AccountError> {
+        let hash = self
+            .passwords
+            .hash(password)
+            .await
+            .map_err(AccountError::Hashing)?;
+        let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
+        found(username, self.store.set_password(username, &hash, cutoff).await?)
+    }
+
+    /// Disables a user and revokes every token issued before now.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn disable(&self, username: &Username) -> Result<(), AccountError> {
+        let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
+        found(username, self.store.disable_user(username, cutoff).await?)
+    }
+
+    /// Lets a disabled user log in again; its old tokens stay revoked.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn enable(&self, username: &Username) -> Result<(), AccountError> {
+        found(username, self.store.enable_user(username).await?)
+    }
+
+    /// Deletes a user; its tokens stop validating.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn delete(&self, username: &Username) -> Result<(), AccountError> {
+        found(username, self.store.delete_user(username).await?)
+    }
+
+    /// Every user, by name.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn list(&self) -> Result<Vec<UserRecord>, AccountError> {
+        Ok(self.store.list_users().await?)
+    }
+}
+
+fn found(username: &Username, found: bool) -> Result<(), AccountError> {
+    if found {
+        Ok(())
+    } else {
+        Err(AccountError::NotFound(username.to_string()))
+    }
+}

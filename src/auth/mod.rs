@@ -1,0 +1,224 @@
+//! The use cases: log in, log out, validate a token, manage accounts.
+//! Nothing here knows about gRPC; storage is reached through [`Store`].
+
+mod accounts;
+mod keys;
+mod password;
+mod tokens;
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+pub use accounts::{AccountError, Accounts};
+pub use keys::SigningKey;
+pub use password::{HashCost, Passwords};
+pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
+
+use crate::{
+    domain::{AccessToken, Password, UserId, Username},
+    store::{Store, StoreError},
+};
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password or disabled user: deliberately one case.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The token given to Logout is not a current token of ours.
+    #[error("the access token is {0}")]
+    InvalidToken(InvalidToken),
+    /// The database could not be reached; the caller may retry.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    /// Anything else: a bug or a broken deployment.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => Self::Unavailable(err),
+            StoreError::Query(_) => Self::Internal(err.into()),
+        }
+    }
+}
+
+/// A token issued by [`Authenticator::login`].
+#[derive(Debug)]
+pub struct Session {
+    /// The signed JWT.
+    pub access_token: SecretString,
+    /// Its lifetime from issue to expiry.
+    pub expires_in: Duration,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// The user it was issued to.
+    pub user_id: UserId,
+}
+
+/// The answer of [`Authenticator::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validity {
+    /// Signed by us, current, not revoked.
+    Valid(Claims),
+    /// Not valid, and why.
+    Invalid(InvalidToken),
+}
+
+/// What [`Authenticator::logout`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutOutcome {
+    /// The revocation is committed.
+    Revoked,
+    /// The token was revoked already, or has expired: nothing was written.
+    AlreadyInvalid,
+}
+
+/// Login, Logout and ValidateToken.
+#[derive(Debug)]
+pub struct Authenticator {
+    store: Store,
+    tokens: AccessTokens,
+    passwords: Passwords,
+}
+
+impl Authenticator {
+    /// The use cases over `store`, issuing `tokens`, checking `passwords`.
+    pub fn new(store: Store, tokens: AccessTokens, passwords: Passwords) -> Self {
+        Self {
+            store,
+            tokens,
+            passwords,
+        }
+    }
+
+    /// Checks a user's password and issues a token.
+    ///
+    /// Exactly one argon2 verification runs whether the user exists or not,
+    /// so the answer's timing does not reveal which names exist.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`] for an unknown user, a wrong
+    /// password or a disabled user; [`AuthError::Unavailable`] when the
+    /// database cannot be reached.
+    #[tracing::instrument(skip_all, fields(username = %username))]
+    pub async fn login(&self, username: &Username, password: &Password) -> Result<Session, AuthError> {
+        let user = self.store.find_user_by_name(username).await?;
+        let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
+        let verified = self
+            .passwords
+            .verify(password, stored_hash)
+            .await
+            .map_err(AuthError::Internal)?;
+        let user = match user {
+            Some(user) if verified && user.disabled_at.is_none() => user,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+
+        // `iat` has whole seconds, and a token counts as revoked when its
+        // `iat` is before the user's cut-off. A cut-off is always a whole
+        // second in the near future, so wait it out rather than issue a
+        // token that would be born revoked.
+        if let Some(cutoff) = user.tokens_valid_after {
+            let ahead = cutoff - OffsetDateTime::now_utc();
+            if let Ok(wait) = Duration::try_from(ahead) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let issued_at = jsonwebtoken::get_current_timestamp();
+        let user_id = UserId::from(user.id);
+        let issued = self
+            .tokens
+            .issue(user_id, &user.username, &user.roles, issued_at)
+            .map_err(|err| AuthError::Internal(err.into()))?;
+        tracing::info!(user_id = %user_id, jti = %issued.claims.jti, "issued a token");
+        Ok(Session {
+            access_token: issued.token,
+            expires_in: self.tokens.settings().ttl,
+            expires_at: issued.claims.exp,
+            user_id,
+        })
+    }
+
+    /// Checks a token's signature, expiry and revocation state.
+    ///
+    /// # Errors
+    /// [`AuthError::Unavailable`] when the revocation state cannot be read:
+    /// the token is then neither valid nor invalid, and must not be trusted.
+    pub async fn validate(&self, token: &AccessToken) -> Result<Validity, AuthError> {
+        let claims = match self.tokens.verify(token.expose()) {
+            Ok(claims) => claims,
+            Err(reason) => return Ok(Validity::Invalid(reason)),
+        };
+        if self.is_revoked(&claims).await? {
+            return Ok(Validity::Invalid(InvalidToken::Revoked));
+        }
+        Ok(Validity::Valid(claims))
+    }
+
+    /// Revokes a token until it expires; the revocation is committed before
+    /// this returns.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidToken`] when the token is not a current token of
+    /// ours; [`AuthError::Unavailable`] when the database cannot be reached.
+    pub async fn logout(&self, token: &AccessToken) -> Result<LogoutOutcome, AuthError> {
+        let claims = match self.tokens.verify(token.expose()) {
+            Ok(claims) => claims,
+            Err(InvalidToken::Expired) => return Ok(LogoutOutcome::AlreadyInvalid),
+            Err(reason) => return Err(AuthError::InvalidToken(reason)),
+        };
+        if self.is_revoked(&claims).await? {
+            return Ok(LogoutOutcome::AlreadyInvalid);
+        }
+        // Keep the row while the token could still pass the `exp` check.
+        let keep_until = claims.exp.saturating_add(self.tokens.settings().leeway.as_secs());
+        let keep_until = unix_time(keep_until).ok_or(AuthError::InvalidToken(InvalidToken::Malformed))?;
+        self.store
+            .revoke(claims.jti, UserId::from(claims.sub), keep_until)
+            .await?;
+        tracing::info!(user_id = %claims.sub, jti = %claims.jti, "revoked a token");
+        Ok(LogoutOutcome::Revoked)
+    }
+
+    async fn is_revoked(&self, claims: &Claims) -> Result<bool, AuthError> {
+        let standing = self
+            .store
+            .token_standing(claims.jti, UserId::from(claims.sub))
+            .await?;
+        // An `iat` beyond the calendar is refused earlier (not yet valid);
+        // should one get here, it is treated as revoked.
+        Ok(unix_time(claims.iat).is_none_or(|issued_at| standing.revokes(issued_at)))
+    }
+}
+
+/// The instant from which tokens of a user stay valid after a password
+/// change or a disabling: the next whole second, so that every token issued
+/// up to now, whose `iat` is truncated to the second, falls before it.
+pub(crate) fn revocation_cutoff(now: OffsetDateTime) -> OffsetDateTime {
+    let whole = now.replace_nanosecond(0).unwrap_or(now);
+    whole + time::Duration::SECOND
+}
+
+fn unix_time(seconds: u64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoff_is_the_next_whole_second() {
+        let now = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_250_000_000).unwrap();
+        let cutoff = revocation_cutoff(now);
+        assert_eq!(cutoff.unix_timestamp(), 1_700_000_001);
+        assert_eq!(cutoff.nanosecond(), 0);
+        let exact = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(revocation_cutoff(exact).unix_timestamp(), 1_700_000_001);
+    }
+}

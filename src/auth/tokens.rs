@@ -1,0 +1,196 @@
+//! Access tokens: EdDSA-signed JWTs with `typ: at+jwt`, issued and
+//! verified here and nowhere else.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::keys::SigningKey;
+use crate::domain::UserId;
+
+/// The `typ` header of our tokens (RFC 9068).
+const TOKEN_TYPE: &str = "at+jwt";
+
+/// What goes into tokens and how strictly they are checked.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// The `iss` claim written and required.
+    pub issuer: String,
+    /// The `aud` claim written and required.
+    pub audience: String,
+    /// How long a token lives.
+    pub ttl: Duration,
+    /// How much clock skew `exp` and `iat` checks forgive.
+    pub leeway: Duration,
+}
+
+/// The claims of an access token. Every field is required and strictly
+/// typed: a token that does not decode into this is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience (a single string, as we issue it).
+    pub aud: String,
+    /// The user's id.
+    pub sub: Uuid,
+    /// The token's unique id, the key of its revocation.
+    pub jti: Uuid,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the epoch.
+    pub exp: u64,
+    /// The user's name when the token was issued.
+    pub username: String,
+    /// The user's roles when the token was issued.
+    pub roles: Vec<String>,
+}
+
+/// Why a token is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidToken {
+    /// Not a JWT of ours: encoding, header, claim types or missing claims.
+    #[error("malformed")]
+    Malformed,
+    /// Signature, key id, issuer or audience not ours.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("expired")]
+    Expired,
+    /// `iat` or `nbf` lies in the future.
+    #[error("not yet valid")]
+    NotYetValid,
+    /// Logged out, or revoked with its user.
+    #[error("revoked")]
+    Revoked,
+}
+
+/// A token fresh from [`AccessTokens::issue`].
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The encoded JWT.
+    pub token: secrecy::SecretString,
+    /// Its claims.
+    pub claims: Claims,
+}
+
+/// Issues and verifies access tokens with one key.
+#[derive(Debug)]
+pub struct AccessTokens {
+    key: SigningKey,
+    header: Header,
+    validation: Validation,
+    settings: TokenSettings,
+}
+
+impl AccessTokens {
+    /// Tokens signed with `key` under `settings`.
+    pub fn new(key: SigningKey, settings: TokenSettings) -> Self {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(key.kid().to_owned());
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = settings.leeway.as_secs();
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+
+        Self {
+            key,
+            header,
+            validation,
+            settings,
+        }
+    }
+
+    /// The settings tokens are issued and checked under.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// Signs a new token for `user`, issued at `issued_at` (seconds since
+    /// the epoch).
+    ///
+    /// # Errors
+    /// When signing fails, which only a broken key can cause.
+    pub fn issue(
+        &self,
+        user: UserId,
+        username: &str,
+        roles: &[String],
+        issued_at: u64,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        let claims = Claims {
+            iss: self.settings.issuer.clone(),
+            aud: self.settings.audience.clone(),
+            sub: user.as_uuid(),
+            jti: Uuid::new_v4(),
+            iat: issued_at,
+            exp: issued_at + self.settings.ttl.as_secs(),
+            username: username.to_owned(),
+            roles: roles.to_vec(),
+        };
+        let token = jsonwebtoken::encode(&self.header, &claims, self.key.encoding())?;
+        Ok(IssuedToken {
+            token: token.into(),
+            claims,
+        })
+    }
+
+    /// Checks the token's header, signature and claims, and its `exp`,
+    /// `nbf` and `iat` against the clock with the leeway. Revocation is not
+    /// checked here.
+    ///
+    /// # Errors
+    /// The reason the token is not valid.
+    pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| InvalidToken::Malformed)?;
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt"))
+        {
+            return Err(InvalidToken::Malformed);
+        }
+        // We never send keys or key locations in a header; a token that
+        // does is not one of ours, whatever else it says.
+        if header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some()
+        {
+            return Err(InvalidToken::Malformed);
+        }
+        match header.kid.as_deref() {
+            None => return Err(InvalidToken::Malformed),
+            Some(kid) if kid != self.key.kid() => return Err(InvalidToken::BadSignature),
+            Some(_) => {}
+        }
+
+        let claims = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
+            .map_err(|err| classify(err.kind()))?
+            .claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.iat > now.saturating_add(self.settings.leeway.as_secs()) {
+            return Err(InvalidToken::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+fn classify(kind: &ErrorKind) -> InvalidToken {
+    match kind {
+        ErrorKind::InvalidSignature | ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+            InvalidToken::BadSignature
+        }
+        ErrorKind::ExpiredSignature => InvalidToken::Expired,
+        ErrorKind::ImmatureSignature => InvalidToken::NotYetValid,
+        _ => InvalidToken::Malformed,
+    }
+}

@@ -1,0 +1,154 @@
+//! What each subcommand does: a few lines each, over [`startup`] and the
+//! use cases in [`auth`].
+//!
+//! [`startup`]: crate::startup
+//! [`auth`]: crate::auth
+
+use std::io::{IsTerminal as _, Read as _};
+
+use anyhow::{Context as _, bail};
+use time::format_description::well_known::Rfc3339;
+
+use crate::{
+    auth::{Accounts, HashCost, Passwords},
+    config::{Cli, Command, PurgeArgs, ServeArgs, StorageArgs, UserCommand},
+    domain::{Password, Username},
+    jobs::purge::purge_once,
+    startup::Application,
+    store::{PurgeOutcome, Store},
+};
+
+/// Runs the command line's subcommand.
+///
+/// # Errors
+/// Whatever stopped the subcommand, for `main` to print in one line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(&args).await,
+        Command::Migrate(args) => {
+            open_store(&args).await?;
+            println!("the database schema is up to date");
+            Ok(())
+        }
+        Command::User(command) => user(command).await,
+        Command::Purge(args) => purge(&args).await,
+    }
+}
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let app = Application::build(args.settings()).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn open_store(args: &StorageArgs) -> anyhow::Result<Store> {
+    let store = Store::connect(&args.database()).await?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}
+
+async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.storage).await?;
+    match purge_once(&store, args.purge_batch_size).await? {
+        PurgeOutcome::Removed(rows) => {
+            println!("{rows}");
+            Ok(())
+        }
+        PurgeOutcome::Busy => bail!("another authd instance is purging right now; try again later"),
+    }
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    let store = open_store(command.storage()).await?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let accounts = Accounts::new(store, Passwords::new(HashCost::default(), cores)?);
+    match command {
+        UserCommand::Add(args) => {
+            let username = Username::parse(args.name)?;
+            let password = read_password(args.password_stdin).await?;
+            let id = accounts.add(&username, &password, &args.roles).await?;
+            println!("added user {username} with id {id}");
+        }
+        UserCommand::Passwd(args) => {
+            let username = Username::parse(args.name)?;
+            let password = read_password(args.password_stdin).await?;
+            accounts.change_password(&username, &password).await?;
+            println!("changed the password of {username}; its earlier tokens are revoked");
+        }
+        UserCommand::Disable(args) => {
+            let username = Username::parse(args.name)?;
+            accounts.disable(&username).await?;
+            println!("disabled {username}; its tokens are revoked");
+        }
+        UserCommand::Enable(args) => {
+            let username = Username::parse(args.name)?;
+            accounts.enable(&username).await?;
+            println!("enabled {username}");
+        }
+        UserCommand::Delete(args) => {
+            let username = Username::parse(args.name)?;
+            accounts.delete(&username).await?;
+            println!("deleted {username}; its tokens are revoked");
+        }
+        UserCommand::List(_) => {
+            println!("{:<24} {:<36} {:<8} {:<25} ROLES", "USERNAME", "ID", "STATE", "CREATED");
+            for user in accounts.list().await? {
+                let state = if user.disabled_at.is_some() { "disabled" } else { "enabled" };
+                let created = user.created_at.format(&Rfc3339).unwrap_or_default();
+                println!(
+                    "{:<24} {:<36} {:<8} {:<25} {}",
+                    user.username,
+                    user.id,
+                    state,
+                    created,
+                    user.roles.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The new password: from standard input with `--password-stdin` (one
+/// trailing newline removed), else typed twice at the terminal unechoed.
+async fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
+    tokio::task::spawn_blocking(move || {
+        let raw = if from_stdin {
+            let mut raw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut raw)
+                .context("cannot read the password from standard input")?;
+            let trimmed = raw.strip_suffix('\n').unwrap_or(&raw);
+            let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+            trimmed.to_owned()
+        } else if std::io::stdin().is_terminal() {
+            let first = rpassword::prompt_password("Password: ")?;
+            let second = rpassword::prompt_password("Password (again): ")?;
+            if first != second {
+                bail!("the passwords do not match");
+            }
+            first
+        } else {
+            bail!("standard input is not a terminal: pass --password-stdin and pipe the password in");
+        };
+        Ok(Password::parse(raw)?)
+    })
+    .await?
+}

@@ -1,0 +1,320 @@
+//! The command line: subcommands and flags, each flag with its environment
+//! variable. Parsed values are turned into the settings the rest uses.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::{
+    auth::{HashCost, TokenSettings},
+    domain::Role,
+    jobs::purge::PurgeSettings,
+    startup::ServeSettings,
+    store::DatabaseSettings,
+};
+
+/// authd: a gRPC authentication service. Login issues signed JWT access
+/// tokens, Logout revokes them, ValidateToken checks them.
+#[derive(Debug, Parser)]
+#[command(name = "authd", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The flags of `serve`, for `authd` without a subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(StorageArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Delete expired revocations once, print how many, and exit.
+    Purge(PurgeArgs),
+}
+
+/// Where the data lives.
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// PostgreSQL URL, e.g. postgres://authd@127.0.0.1:5432/authd. The
+    /// database is created when the server allows it and it does not exist.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    pub database_url: SecretString,
+    /// Directory for local state (the generated signing key).
+    #[arg(long, env = "AUTHD_DATA_DIR", default_value = "./authd-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of `authd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+    /// Ed25519 private key (PKCS#8 PEM) that signs tokens; generated with
+    /// mode 0600 when missing. Instances sharing a database must share it.
+    /// Default: <data-dir>/signing-key.pem.
+    #[arg(long, env = "AUTHD_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The `iss` claim written into and required of tokens.
+    #[arg(long, env = "AUTHD_ISSUER", default_value = "authd", value_parser = non_empty)]
+    pub issuer: String,
+    /// The `aud` claim written into and required of tokens.
+    #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd", value_parser = non_empty)]
+    pub audience: String,
+    /// Lifetime of access tokens (humantime: 90s, 15m, 1h).
+    #[arg(long, env = "AUTHD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = positive_duration)]
+    pub access_token_ttl: Duration,
+    /// Clock skew forgiven when checking `exp` and `iat`.
+    #[arg(long, env = "AUTHD_LEEWAY", default_value = "5s", value_parser = duration)]
+    pub leeway: Duration,
+    /// Time between purges of expired revocations.
+    #[arg(long, env = "AUTHD_PURGE_INTERVAL", default_value = "5m", value_parser = positive_duration)]
+    pub purge_interval: Duration,
+    /// Rows deleted per purge statement.
+    #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub purge_batch_size: u32,
+    /// How long shutdown waits for calls in flight before dropping them.
+    #[arg(long, env = "AUTHD_SHUTDOWN_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace_period: Duration,
+}
+
+/// The user subcommands; each takes the storage flags after its name.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Prompts for the password twice on a terminal.
+    Add(AddUserArgs),
+    /// Set a user's password; revokes every token issued before.
+    Passwd(PasswdArgs),
+    /// Disable a user: no more logins, and its tokens are revoked.
+    Disable(NamedUserArgs),
+    /// Enable a disabled user; tokens revoked by the disabling stay revoked.
+    Enable(NamedUserArgs),
+    /// Delete a user; its tokens are revoked.
+    Delete(NamedUserArgs),
+    /// List the users.
+    List(ListUsersArgs),
+}
+
+impl UserCommand {
+    /// The storage flags given to whichever subcommand this is.
+    pub fn storage(&self) -> &StorageArgs {
+        match self {
+            Self::Add(args) => &args.storage,
+            Self::Passwd(args) => &args.storage,
+            Self::Disable(args) | Self::Enable(args) | Self::Delete(args) => &args.storage,
+            Self::List(args) => &args.storage,
+        }
+    }
+}
+
+/// `authd user add`.
+#[derive(Debug, Args)]
+pub struct AddUserArgs {
+    /// The user's name (case-insensitive, unique).
+    pub name: String,
+    /// A role to put in the user's tokens; repeat for several.
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<Role>,
+    /// Read the password from standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+}
+
+/// `authd user passwd`.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The user's name.
+    pub name: String,
+    /// Read the password from standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+}
+
+/// `authd user disable|enable|delete`.
+#[derive(Debug, Args)]
+pub struct NamedUserArgs {
+    /// The user's name.
+    pub name: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+}
+
+/// `authd user list`.
+#[derive(Debug, Args)]
+pub struct ListUsersArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+}
+
+/// `authd purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+    /// Rows deleted per statement.
+    #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub purge_batch_size: u32,
+}
+
+impl Cli {
+    /// Parses the process's arguments. Help and version print as usual; any
+    /// other error prints as one line, and the exit code is returned.
+    ///
+    /// # Errors
+    /// The exit code to leave with when there is nothing to run.
+    pub fn try_parse_one_line() -> Result<Self, ExitCode> {
+        use clap::error::ErrorKind;
+
+        match Self::try_parse() {
+            Ok(cli) => Ok(cli),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+            {
+                let _ = err.print();
+                Err(if err.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
+            Err(err) => {
+                // clap's first paragraph is the reason; the rest is usage.
+                let text = err.to_string();
+                let reason: Vec<&str> = text
+                    .lines()
+                    .take_while(|line| !line.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                eprintln!("authd: {}", reason.join(" ").trim_start_matches("error: "));
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+impl StorageArgs {
+    /// The database settings.
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings::new(self.database_url.clone())
+    }
+}
+
+impl ServeArgs {
+    /// The settings of the server these flags describe.
+    pub fn settings(&self) -> ServeSettings {
+        ServeSettings {
+            listen: self.listen,
+            database: self.storage.database(),
+            signing_key_file: self
+                .signing_key_file
+                .clone()
+                .unwrap_or_else(|| self.storage.data_dir.join("signing-key.pem")),
+            tokens: TokenSettings {
+                issuer: self.issuer.clone(),
+                audience: self.audience.clone(),
+                ttl: self.access_token_ttl,
+                leeway: self.leeway,
+            },
+            password_cost: HashCost::default(),
+            purge: PurgeSettings {
+                interval: self.purge_interval,
+                batch_size: self.purge_batch_size,
+            },
+            shutdown_grace_period: self.shutdown_grace_period,
+        }
+    }
+}
+
+fn parse_database_url(raw: &str) -> Result<SecretString, String> {
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(SecretString::from(raw.to_owned()))
+    } else {
+        Err("must be a postgres:// URL".to_owned())
+    }
+}
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|err| format!("{err} (examples: 500ms, 90s, 15m, 1h)"))
+}
+
+fn positive_duration(raw: &str) -> Result<Duration, String> {
+    match duration(raw)? {
+        d if d < Duration::from_secs(1) => Err("must be at least 1s".to_owned()),
+        d => Ok(d),
+    }
+}
+
+fn non_empty(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["authd", "--database-url", "postgres://x@h/db"]).unwrap();
+        assert!(cli.command.is_none());
+        let settings = cli.serve.settings();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.tokens.ttl, Duration::from_secs(15 * 60));
+        assert_eq!(settings.tokens.leeway, Duration::from_secs(5));
+        assert_eq!(settings.purge.interval, Duration::from_secs(300));
+        assert_eq!(settings.purge.batch_size, 10_000);
+        assert_eq!(settings.signing_key_file, PathBuf::from("./authd-data/signing-key.pem"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["authd", "serve", "--database-url", "postgres://x@h/db"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        assert!(parse(&["--leeway", "soon"]).is_err());
+        assert!(parse(&["--access-token-ttl", "0s"]).is_err());
+        assert!(parse(&["--purge-batch-size", "0"]).is_err());
+        assert!(parse(&["--issuer", ""]).is_err());
+        assert!(Cli::try_parse_from(["authd", "migrate", "--database-url", "mysql://h/db"]).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! `auth.v1.AuthService` over the [`Authenticator`].
+
+use std::{sync::Arc, time::Instant};
+
+use secrecy::ExposeSecret as _;
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use super::pb::{
+    self, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, TokenInvalidReason,
+    ValidateTokenRequest, ValidateTokenResponse,
+};
+use crate::{
+    auth::{Authenticator, InvalidToken, Validity},
+    domain::{AccessToken, Password, Username},
+};
+
+/// The gRPC face of the [`Authenticator`].
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthApi {
+    /// Serves `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+
+    async fn login(&self, request: LoginRequest) -> Result<LoginResponse, Status> {
+        let username = Username::parse(request.username)?;
+        let password = Password::parse(request.password)?;
+        let session = self.auth.login(&username, &password).await?;
+        Ok(LoginResponse {
+            access_token: session.access_token.expose_secret().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: i64::try_from(session.expires_in.as_secs()).unwrap_or(i64::MAX),
+            expires_at: Some(timestamp(session.expires_at)),
+            user_id: session.user_id.to_string(),
+        })
+    }
+
+    async fn logout(&self, request: LogoutRequest, metadata: &MetadataMap) -> Result<LogoutResponse, Status> {
+        let raw = if request.access_token.is_empty() {
+            bearer_token(metadata)?
+        } else {
+            request.access_token
+        };
+        let token = AccessToken::parse(raw)?;
+        self.auth.logout(&token).await?;
+        Ok(LogoutResponse {})
+    }
+
+    async fn validate(&self, request: ValidateTokenRequest) -> Result<ValidateTokenResponse, Status> {
+        let token = AccessToken::parse(request.access_token)?;
+        Ok(match self.auth.validate(&token).await? {
+            Validity::Valid(claims) => ValidateTokenResponse {
+                valid: true,
+                reason: TokenInvalidReason::Unspecified.into(),
+                user_id: claims.sub.to_string(),
+                username: claims.username,
+                roles: claims.roles,
+                jti: claims.jti.to_string(),
+                issued_at: Some(timestamp(claims.iat)),
+                expires_at: Some(timestamp(claims.exp)),
+            },
+            Validity::Invalid(reason) => ValidateTokenResponse {
+                valid: false,
+                reason: reason_code(reason).into(),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::auth_service_server::AuthService for AuthApi {
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let started = Instant::now();
+        let result = AuthApi::login(self, request.into_inner()).await;
+        logged("Login", started, result)
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let started = Instant::now();
+        let (metadata, _, message) = request.into_parts();
+        let result = AuthApi::logout(self, message, &metadata).await;
+        logged("Logout", started, result)
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<ValidateTokenRequest>,
+    ) -> Result<Response<ValidateTokenResponse>, Status> {
+        let started = Instant::now();
+        let result = self.validate(request.into_inner()).await;
+        logged("ValidateToken", started, result)
+    }
+}
+
+/// Logs the call's outcome in one line and wraps the message.
+fn logged<T>(method: &'static str, started: Instant, result: Result<T, Status>) -> Result<Response<T>, Status> {
+    let micros = started.elapsed().as_micros();
+    match &result {
+        Ok(_) => tracing::info!(method, code = "OK", latency_us = micros, "rpc"),
+        Err(status) => tracing::info!(method, code = ?status.code(), latency_us = micros, "rpc"),
+    }
+    result.map(Response::new)
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
+    let missing = || Status::unauthenticated("no access token: set access_token or the authorization: Bearer metadata");
+    let value = metadata.get("authorization").ok_or_else(missing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Status::unauthenticated("the authorization metadata must use the Bearer scheme"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(missing());
+    }
+    Ok(token.to_owned())
+}
+
+fn reason_code(reason: InvalidToken) -> TokenInvalidReason {
+    match reason {
+        InvalidToken::Malformed => TokenInvalidReason::Malformed,
+        InvalidToken::BadSignature => TokenInvalidReason::BadSignature,
+        InvalidToken::Expired => TokenInvalidReason::Expired,
+        InvalidToken::NotYetValid => TokenInvalidReason::NotYetValid,
+        InvalidToken::Revoked => TokenInvalidReason::Revoked,
+    }
+}
+
+fn timestamp(unix_seconds: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: i64::try_from(unix_seconds).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}

@@ -1,0 +1,7 @@
+//! Background tasks of `authd serve`. Each takes a [`CancellationToken`]
+//! and returns when it is cancelled, so shutdown can await it.
+//!
+//! [`CancellationToken`]: tokio_util::sync::CancellationToken
+
+pub mod database_health;
+pub mod purge;

@@ -1,0 +1,60 @@
+//! The periodic purge of expired revocations.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{PurgeOutcome, Store, StoreError};
+
+/// How often and in what batches to purge.
+#[derive(Debug, Clone, Copy)]
+pub struct PurgeSettings {
+    /// Time between passes; the first runs at start-up.
+    pub interval: Duration,
+    /// Rows deleted per statement.
+    pub batch_size: u32,
+}
+
+/// Runs one purge pass now: what `authd purge` and each tick do.
+///
+/// # Errors
+/// [`StoreError`] when the database fails.
+pub async fn purge_once(store: &Store, batch_size: u32) -> Result<PurgeOutcome, StoreError> {
+    store.purge_expired(OffsetDateTime::now_utc(), batch_size).await
+}
+
+/// Purges every `settings.interval` until `stop` is cancelled. A failed
+/// pass is logged and retried at the next tick; a pass in progress when
+/// `stop` fires is abandoned (what it deleted stays deleted).
+pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(settings.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let outcome = tokio::select! {
+            () = stop.cancelled() => break,
+            outcome = purge_once(&store, settings.batch_size) => outcome,
+        };
+        match outcome {
+            Ok(PurgeOutcome::Removed(0)) => tracing::debug!("purge: no expired revocations"),
+            Ok(PurgeOutcome::Removed(rows)) => {
+                tracing::info!(rows, "purged expired revocations");
+            }
+            Ok(PurgeOutcome::Busy) => {
+                tracing::debug!("purge: another instance is purging; skipped");
+            }
+            Err(err) => tracing::warn!(
+                error = %err,
+                cause = ?std::error::Error::source(&err).map(ToString::to_string),
+                retry_in = %humantime::format_duration(settings.interval),
+                "purge failed"
+            ),
+        }
+    }
+    tracing::debug!("purge task stopped");
+}

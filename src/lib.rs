@@ -1,0 +1,29 @@
+//! authd: a gRPC authentication service.
+//!
+//! A tour of the layout, from the wire inwards:
+//!
+//! - [`grpc`]: the transport edge. Converts protobuf to domain types and
+//!   back, maps errors to statuses, logs one line per call.
+//! - [`domain`]: values parsed at the edge (`Username`, `Password`,
+//!   `AccessToken`, …); holding one means it is valid.
+//! - [`auth`]: the use cases (login, logout, validate, accounts), tokens,
+//!   keys and password hashing. Knows nothing of gRPC or SQL.
+//! - [`store`]: PostgreSQL through sqlx; the only module with SQL.
+//! - [`jobs`]: background tasks of the server (purge, database health).
+//! - [`startup`]: builds the server from its settings and runs it until a
+//!   shutdown future resolves.
+//! - [`config`] and [`commands`]: the command line and what each
+//!   subcommand does; [`telemetry`]: logging.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod jobs;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

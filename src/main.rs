@@ -1,0 +1,19 @@
+use std::process::ExitCode;
+
+use authd::{commands, config::Cli, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse_one_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    telemetry::init();
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("authd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Builds the server from its settings and runs it until told to stop.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{
+    auth::{AccessTokens, Authenticator, HashCost, Passwords, SigningKey, TokenSettings},
+    grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
+    jobs::{self, purge::PurgeSettings},
+    store::{DatabaseSettings, Store},
+};
+
+/// Everything `authd serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// The Ed25519 signing key file, generated when missing.
+    pub signing_key_file: PathBuf,
+    /// Token contents and checks.
+    pub tokens: TokenSettings,
+    /// Argon2id cost of new password hashes.
+    pub password_cost: HashCost,
+    /// The purge task.
+    pub purge: PurgeSettings,
+    /// How long shutdown waits for calls in flight.
+    pub shutdown_grace_period: Duration,
+}
+
+/// A server that is bound and connected, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    store: Store,
+    auth: Arc<Authenticator>,
+    settings: ServeSettings,
+}
+
+impl Application {
+    /// Loads (or creates) the signing key, connects to the database and
+    /// migrates it, and binds the listener.
+    ///
+    /// # Errors
+    /// When any of those fails; the message says which.
+    pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
+        let key = SigningKey::load_or_generate(&settings.signing_key_file)?;
+        let store = Store::connect(&settings.database).await?;
+        store.migrate().await.context("cannot migrate the database")?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let passwords = Passwords::new(settings.password_cost, cores)?;
+        let tokens = AccessTokens::new(key, settings.tokens.clone());
+        let auth = Arc::new(Authenticator::new(store.clone(), tokens, passwords));
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        Ok(Self {
+            listener,
+            store,
+            auth,
+            settings,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket cannot tell, which does not happen on a bound socket.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then: health goes NOT_SERVING, the
+    /// listener closes, calls in flight get the grace period to finish, and
+    /// the background tasks stop.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            store,
+            auth,
+            settings,
+        } = self;
+        let addr = listener.local_addr()?;
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let stop_jobs = CancellationToken::new();
+        let purge = tokio::spawn(jobs::purge::run(store.clone(), settings.purge, stop_jobs.clone()));
+        let health_watch = tokio::spawn(jobs::database_health::watch(
+            store.clone(),
+            reporter,
+            stop_jobs.clone(),
+        ));
+
+        let draining = CancellationToken::new();
+        let begin_shutdown = {
+            let draining = draining.clone();
+            let stop_jobs = stop_jobs.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: health NOT_SERVING, draining calls in flight");
+                stop_jobs.cancel();
+                // The health task reports NOT_SERVING as it returns.
+                let _ = health_watch.await;
+                draining.cancel();
+            }
+        };
+
+        tracing::info!(%addr, "authd is serving");
+        let server = Server::builder()
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AuthServiceServer::new(AuthApi::new(auth)))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), begin_shutdown);
+        let grace = settings.shutdown_grace_period;
+        let served = tokio::select! {
+            served = server => served.context("the server failed"),
+            () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace = %humantime::format_duration(grace), "calls still in flight after the grace period; dropping them");
+                Ok(())
+            }
+        };
+        stop_jobs.cancel();
+        let _ = purge.await;
+        if tokio::time::timeout(Duration::from_secs(1), store.close()).await.is_err() {
+            tracing::warn!("database connections still busy at exit");
+        }
+        tracing::info!("authd stopped");
+        served
+    }
+}
