@@ -60,7 +60,10 @@ async fn shutdown_signal() {
 
 async fn open_store(args: &StorageArgs) -> anyhow::Result<Store> {
     let store = Store::connect(&args.database()).await?;
-    store.migrate().await.context("cannot migrate the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
     Ok(store)
 }
 
@@ -108,9 +111,16 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             println!("deleted {username}; its tokens are revoked");
         }
         UserCommand::List(_) => {
-            println!("{:<24} {:<36} {:<8} {:<25} ROLES", "USERNAME", "ID", "STATE", "CREATED");
+            println!(
+                "{:<24} {:<36} {:<8} {:<25} ROLES",
+                "USERNAME", "ID", "STATE", "CREATED"
+            );
             for user in accounts.list().await? {
-                let state = if user.disabled_at.is_some() { "disabled" } else { "enabled" };
+                let state = if user.disabled_at.is_some() {
+                    "disabled"
+                } else {
+                    "enabled"
+                };
                 let created = user.created_at.format(&Rfc3339).unwrap_or_default();
                 println!(
                     "{:<24} {:<36} {:<8} {:<25} {}",
@@ -146,7 +156,9 @@ async fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
             }
             first
         } else {
-            bail!("standard input is not a terminal: pass --password-stdin and pipe the password in");
+            bail!(
+                "standard input is not a terminal: pass --password-stdin and pipe the password in"
+            );
         };
         Ok(Password::parse(raw)?)
     })

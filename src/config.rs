@@ -17,7 +17,12 @@ use crate::{
 /// authd: a gRPC authentication service. Login issues signed JWT access
 /// tokens, Logout revokes them, ValidateToken checks them.
 #[derive(Debug, Parser)]
-#[command(name = "authd", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "authd",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -301,7 +306,10 @@ mod tests {
         assert_eq!(settings.tokens.leeway, Duration::from_secs(5));
         assert_eq!(settings.purge.interval, Duration::from_secs(300));
         assert_eq!(settings.purge.batch_size, 10_000);
-        assert_eq!(settings.signing_key_file, PathBuf::from("./authd-data/signing-key.pem"));
+        assert_eq!(
+            settings.signing_key_file,
+            PathBuf::from("./authd-data/signing-key.pem")
+        );
     }
 
     #[test]
@@ -315,6 +323,8 @@ mod tests {
         assert!(parse(&["--access-token-ttl", "0s"]).is_err());
         assert!(parse(&["--purge-batch-size", "0"]).is_err());
         assert!(parse(&["--issuer", ""]).is_err());
-        assert!(Cli::try_parse_from(["authd", "migrate", "--database-url", "mysql://h/db"]).is_err());
+        assert!(
+            Cli::try_parse_from(["authd", "migrate", "--database-url", "mysql://h/db"]).is_err()
+        );
     }
 }

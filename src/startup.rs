@@ -51,7 +51,10 @@ impl Application {
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
         let key = SigningKey::load_or_generate(&settings.signing_key_file)?;
         let store = Store::connect(&settings.database).await?;
-        store.migrate().await.context("cannot migrate the database")?;
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let passwords = Passwords::new(settings.password_cost, cores)?;
         let tokens = AccessTokens::new(key, settings.tokens.clone());
@@ -94,15 +97,15 @@ impl Application {
         let addr = listener.local_addr()?;
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let stop_jobs = CancellationToken::new();
-        let purge = tokio::spawn(jobs::purge::run(store.clone(), settings.purge, stop_jobs.clone()));
+        let purge = tokio::spawn(jobs::purge::run(
+            store.clone(),
+            settings.purge,
+            stop_jobs.clone(),
+        ));
         let health_watch = tokio::spawn(jobs::database_health::watch(
             store.clone(),
             reporter,
@@ -129,7 +132,10 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(AuthServiceServer::new(AuthApi::new(auth)))
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), begin_shutdown);
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                begin_shutdown,
+            );
         let grace = settings.shutdown_grace_period;
         let served = tokio::select! {
             served = server => served.context("the server failed"),
@@ -140,10 +146,21 @@ impl Application {
         };
         stop_jobs.cancel();
         let _ = purge.await;
-        if tokio::time::timeout(Duration::from_secs(1), store.close()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), store.close())
+            .await
+            .is_err()
+        {
             tracing::warn!("database connections still busy at exit");
         }
         tracing::info!("authd stopped");
         served
     }
+}
+
+/// Server reflection over our service and the health service, so grpcurl
+/// and other tools need no proto files.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

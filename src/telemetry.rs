@@ -7,7 +7,8 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -88,7 +88,10 @@ impl Accounts {
             .await
             .map_err(AccountError::Hashing)?;
         let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
-        found(username, self.store.set_password(username, &hash, cutoff).await?)
+        found(
+            username,
+            self.store.set_password(username, &hash, cutoff).await?,
+        )
     }
 
     /// Disables a user and revokes every token issued before now.

@@ -47,12 +47,14 @@ impl SigningKey {
                     .with_context(|| format!("signing key file {}", path.display()))
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let key = generate_into(path)
-                    .with_context(|| format!("cannot create signing key file {}", path.display()))?;
+                let key = generate_into(path).with_context(|| {
+                    format!("cannot create signing key file {}", path.display())
+                })?;
                 Ok(key)
             }
-            Err(err) => Err(err)
-                .with_context(|| format!("cannot read signing key file {}", path.display())),
+            Err(err) => {
+                Err(err).with_context(|| format!("cannot read signing key file {}", path.display()))
+            }
         }
     }
 
@@ -101,7 +103,10 @@ fn thumbprint(public: &[u8]) -> String {
 
 fn generate_into(path: &Path) -> anyhow::Result<SigningKey> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let document = Ed25519KeyPair::generate()
         .and_then(|pair| pair.to_pkcs8v1())
@@ -165,7 +170,11 @@ mod tests {
     fn refuses_a_file_that_is_not_an_ed25519_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.pem");
-        fs::write(&path, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
+        fs::write(
+            &path,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
         assert!(SigningKey::load_or_generate(&path).is_err());
     }
 }

@@ -106,7 +106,11 @@ impl Authenticator {
     /// password or a disabled user; [`AuthError::Unavailable`] when the
     /// database cannot be reached.
     #[tracing::instrument(skip_all, fields(username = %username))]
-    pub async fn login(&self, username: &Username, password: &Password) -> Result<Session, AuthError> {
+    pub async fn login(
+        &self,
+        username: &Username,
+        password: &Password,
+    ) -> Result<Session, AuthError> {
         let user = self.store.find_user_by_name(username).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
         let verified = self
@@ -176,8 +180,11 @@ impl Authenticator {
             return Ok(LogoutOutcome::AlreadyInvalid);
         }
         // Keep the row while the token could still pass the `exp` check.
-        let keep_until = claims.exp.saturating_add(self.tokens.settings().leeway.as_secs());
-        let keep_until = unix_time(keep_until).ok_or(AuthError::InvalidToken(InvalidToken::Malformed))?;
+        let keep_until = claims
+            .exp
+            .saturating_add(self.tokens.settings().leeway.as_secs());
+        let keep_until =
+            unix_time(keep_until).ok_or(AuthError::InvalidToken(InvalidToken::Malformed))?;
         self.store
             .revoke(claims.jti, UserId::from(claims.sub), keep_until)
             .await?;

@@ -93,16 +93,16 @@ impl Passwords {
         let argon2 = self.argon2.clone();
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
-        self.run_blocking(move || {
-            match argon2.verify_password(password.expose(), &*hash) {
+        self.run_blocking(
+            move || match argon2.verify_password(password.expose(), &*hash) {
                 Ok(()) => known,
                 Err(argon2::password_hash::Error::PasswordInvalid) => false,
                 Err(err) => {
                     tracing::error!(error = %err, "a stored password hash cannot be read");
                     false
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -155,12 +155,20 @@ mod tests {
         let passwords = cheap();
         let password = Password::parse("anything").unwrap();
         assert!(!passwords.verify(&password, None).await.unwrap());
-        assert!(!passwords.verify(&password, Some("not a phc string")).await.unwrap());
+        assert!(
+            !passwords
+                .verify(&password, Some("not a phc string"))
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
     fn default_cost_is_owasp() {
         let cost = HashCost::default();
-        assert_eq!((cost.memory_kib, cost.iterations, cost.parallelism), (19456, 2, 1));
+        assert_eq!(
+            (cost.memory_kib, cost.iterations, cost.parallelism),
+            (19456, 2, 1)
+        );
     }
 }

@@ -150,11 +150,9 @@ impl AccessTokens {
     /// The reason the token is not valid.
     pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| InvalidToken::Malformed)?;
-        if !header
-            .typ
-            .as_deref()
-            .is_some_and(|typ| typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt"))
-        {
+        if !header.typ.as_deref().is_some_and(|typ| {
+            typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
+        }) {
             return Err(InvalidToken::Malformed);
         }
         // We never send keys or key locations in a header; a token that
@@ -177,7 +175,15 @@ impl AccessTokens {
             .map_err(|err| classify(err.kind()))?
             .claims;
         let now = jsonwebtoken::get_current_timestamp();
-        if claims.iat > now.saturating_add(self.settings.leeway.as_secs()) {
+        let leeway = self.settings.leeway.as_secs();
+        // The library lets a token live through the whole second
+        // `exp + leeway`; a revocation row lives until the instant
+        // `exp + leeway` and may be purged right after it. The strict check
+        // makes the two windows the same, so a purge never revives a token.
+        if now >= claims.exp.saturating_add(leeway) {
+            return Err(InvalidToken::Expired);
+        }
+        if claims.iat > now.saturating_add(leeway) {
             return Err(InvalidToken::NotYetValid);
         }
         Ok(claims)
@@ -192,5 +198,64 @@ fn classify(kind: &ErrorKind) -> InvalidToken {
         ErrorKind::ExpiredSignature => InvalidToken::Expired,
         ErrorKind::ImmatureSignature => InvalidToken::NotYetValid,
         _ => InvalidToken::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(dir: &tempfile::TempDir) -> AccessTokens {
+        let key = SigningKey::load_or_generate(&dir.path().join("key.pem")).unwrap();
+        AccessTokens::new(
+            key,
+            TokenSettings {
+                issuer: "authd".to_owned(),
+                audience: "authd".to_owned(),
+                ttl: Duration::from_secs(60),
+                leeway: Duration::from_secs(5),
+            },
+        )
+    }
+
+    fn issue_expiring_at(tokens: &AccessTokens, exp: u64) -> String {
+        let iat = exp - 60;
+        let issued = tokens.issue(UserId::generate(), "alice", &[], iat).unwrap();
+        secrecy::ExposeSecret::expose_secret(&issued.token).to_owned()
+    }
+
+    #[test]
+    fn a_token_stops_validating_at_exp_plus_leeway_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens(&dir);
+        let now = jsonwebtoken::get_current_timestamp();
+
+        // exp + leeway == now: its revocation row may already be purged.
+        let at_boundary = issue_expiring_at(&tokens, now - 5);
+        let inside = issue_expiring_at(&tokens, now - 3);
+
+        assert_eq!(tokens.verify(&at_boundary), Err(InvalidToken::Expired));
+        assert!(tokens.verify(&inside).is_ok());
+    }
+
+    #[test]
+    fn issued_tokens_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens(&dir);
+        let user = UserId::generate();
+        let issued = tokens
+            .issue(
+                user,
+                "alice",
+                &["admin".to_owned()],
+                jsonwebtoken::get_current_timestamp(),
+            )
+            .unwrap();
+        let claims = tokens
+            .verify(secrecy::ExposeSecret::expose_secret(&issued.token))
+            .unwrap();
+        assert_eq!(claims, issued.claims);
+        assert_eq!(claims.sub, user.as_uuid());
+        assert_eq!(claims.exp - claims.iat, 60);
     }
 }

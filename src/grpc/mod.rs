@@ -28,11 +28,7 @@ mod tests {
     #[test]
     fn descriptor_set_describes_the_service() {
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
-        let auth = set
-            .file
-            .iter()
-            .find(|f| f.package() == "auth.v1")
-            .unwrap();
+        let auth = set.file.iter().find(|f| f.package() == "auth.v1").unwrap();
         assert_eq!(
             format!("{}.{}", auth.package(), auth.service[0].name()),
             SERVICE_NAME

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Instant};
 
 use secrecy::ExposeSecret as _;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 
 use super::pb::{
     self, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, TokenInvalidReason,
@@ -39,7 +39,11 @@ impl AuthApi {
         })
     }
 
-    async fn logout(&self, request: LogoutRequest, metadata: &MetadataMap) -> Result<LogoutResponse, Status> {
+    async fn logout(
+        &self,
+        request: LogoutRequest,
+        metadata: &MetadataMap,
+    ) -> Result<LogoutResponse, Status> {
         let raw = if request.access_token.is_empty() {
             bearer_token(metadata)?
         } else {
@@ -50,7 +54,10 @@ impl AuthApi {
         Ok(LogoutResponse {})
     }
 
-    async fn validate(&self, request: ValidateTokenRequest) -> Result<ValidateTokenResponse, Status> {
+    async fn validate(
+        &self,
+        request: ValidateTokenRequest,
+    ) -> Result<ValidateTokenResponse, Status> {
         let token = AccessToken::parse(request.access_token)?;
         Ok(match self.auth.validate(&token).await? {
             Validity::Valid(claims) => ValidateTokenResponse {
@@ -74,13 +81,19 @@ impl AuthApi {
 
 #[tonic::async_trait]
 impl pb::auth_service_server::AuthService for AuthApi {
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         let started = Instant::now();
         let result = AuthApi::login(self, request.into_inner()).await;
         logged("Login", started, result)
     }
 
-    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
         let started = Instant::now();
         let (metadata, _, message) = request.into_parts();
         let result = AuthApi::logout(self, message, &metadata).await;
@@ -98,25 +111,37 @@ impl pb::auth_service_server::AuthService for AuthApi {
 }
 
 /// Logs the call's outcome in one line and wraps the message.
-fn logged<T>(method: &'static str, started: Instant, result: Result<T, Status>) -> Result<Response<T>, Status> {
-    let micros = started.elapsed().as_micros();
-    match &result {
-        Ok(_) => tracing::info!(method, code = "OK", latency_us = micros, "rpc"),
-        Err(status) => tracing::info!(method, code = ?status.code(), latency_us = micros, "rpc"),
-    }
+fn logged<T>(
+    method: &'static str,
+    started: Instant,
+    result: Result<T, Status>,
+) -> Result<Response<T>, Status> {
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    tracing::info!(
+        method,
+        ?code,
+        latency_us = started.elapsed().as_micros(),
+        "rpc"
+    );
     result.map(Response::new)
 }
 
 /// The token of an `authorization: Bearer <token>` header.
 fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
-    let missing = || Status::unauthenticated("no access token: set access_token or the authorization: Bearer metadata");
+    let missing = || {
+        Status::unauthenticated(
+            "no access token: set access_token or the authorization: Bearer metadata",
+        )
+    };
     let value = metadata.get("authorization").ok_or_else(missing)?;
     let value = value
         .to_str()
         .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
     let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Status::unauthenticated("the authorization metadata must use the Bearer scheme"));
+        return Err(Status::unauthenticated(
+            "the authorization metadata must use the Bearer scheme",
+        ));
     }
     let token = token.trim();
     if token.is_empty() {

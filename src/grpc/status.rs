@@ -14,7 +14,9 @@ impl From<InvalidInput> for Status {
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::InvalidCredentials => Status::unauthenticated("invalid username or password"),
+            AuthError::InvalidCredentials => {
+                Status::unauthenticated("invalid username or password")
+            }
             AuthError::InvalidToken(reason) => {
                 Status::unauthenticated(format!("the access token is {reason}"))
             }

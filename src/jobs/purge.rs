@@ -22,7 +22,9 @@ pub struct PurgeSettings {
 /// # Errors
 /// [`StoreError`] when the database fails.
 pub async fn purge_once(store: &Store, batch_size: u32) -> Result<PurgeOutcome, StoreError> {
-    store.purge_expired(OffsetDateTime::now_utc(), batch_size).await
+    store
+        .purge_expired(OffsetDateTime::now_utc(), batch_size)
+        .await
 }
 
 /// Purges every `settings.interval` until `stop` is cancelled. A failed

@@ -159,9 +159,16 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     }
     let mut conn = PgConnection::connect_with(&options.clone().database("postgres"))
         .await
-        .with_context(|| format!("database {name:?} does not exist and the server cannot be reached to create it"))?;
+        .with_context(|| {
+            format!(
+                "database {name:?} does not exist and the server cannot be reached to create it"
+            )
+        })?;
     let create = format!("create database \"{}\"", name.replace('"', "\"\""));
-    match sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await {
+    match sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+    {
         Ok(_) => tracing::info!(database = %name, "created the database"),
         // 42P04: another instance created it a moment ago.
         Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P04") => {}

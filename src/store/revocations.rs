@@ -27,7 +27,9 @@ impl TokenStanding {
         self.jti_revoked
             || !self.user_exists
             || self.user_disabled
-            || self.tokens_valid_after.is_some_and(|cutoff| issued_at < cutoff)
+            || self
+                .tokens_valid_after
+                .is_some_and(|cutoff| issued_at < cutoff)
     }
 }
 
@@ -50,7 +52,11 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the database fails: the caller must then treat
     /// the token's state as unknown.
-    pub async fn token_standing(&self, jti: Uuid, user: UserId) -> Result<TokenStanding, StoreError> {
+    pub async fn token_standing(
+        &self,
+        jti: Uuid,
+        user: UserId,
+    ) -> Result<TokenStanding, StoreError> {
         Ok(sqlx::query_as::<_, TokenStanding>(
             "select exists (select 1 from revoked_tokens where jti = $1) as jti_revoked, \
                     u.id is not null as user_exists, \

@@ -82,10 +82,12 @@ impl Store {
         &self,
         username: &Username,
     ) -> Result<Option<UserRecord>, StoreError> {
-        Ok(sqlx::query_as::<_, UserRecord>(select_users!("where lower(username) = lower($1)"))
-            .bind(username.as_str())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<_, UserRecord>(select_users!("where lower(username) = lower($1)"))
+                .bind(username.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Every user, by name.
@@ -93,9 +95,11 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the database fails.
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        Ok(sqlx::query_as::<_, UserRecord>(select_users!("order by lower(username)"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<_, UserRecord>(select_users!("order by lower(username)"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Adds a user.
@@ -173,10 +177,11 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the database fails.
     pub async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
-        let done = sqlx::query("update users set disabled_at = null where lower(username) = lower($1)")
-            .bind(username.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("update users set disabled_at = null where lower(username) = lower($1)")
+                .bind(username.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -1,0 +1,399 @@
+//! Test harness: a fresh database per test, the service on port 0, typed
+//! clients, a way to forge tokens with the service's own key, and a proxy
+//! that can cut the service off from its database.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use authd::{
+    auth::{Accounts, HashCost, Passwords, TokenSettings},
+    domain::{Password, Role, Username},
+    grpc::pb::{
+        LoginRequest, LoginResponse, ValidateTokenRequest, ValidateTokenResponse,
+        auth_service_client::AuthServiceClient,
+    },
+    jobs::purge::PurgeSettings,
+    startup::{Application, ServeSettings},
+    store::{DatabaseSettings, Store},
+};
+use secrecy::SecretString;
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// The server the tests create their databases on.
+pub fn server_url() -> url::Url {
+    let raw = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    url::Url::parse(&raw).expect("DATABASE_URL is a URL")
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("authd_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(server_url().as_str())
+            .await
+            .expect("the test PostgreSQL server answers (set DATABASE_URL)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        Self { name }
+    }
+
+    /// The database's URL, through `port` instead of the server's own.
+    pub fn url_via(&self, port: Option<u16>) -> String {
+        let mut url = server_url();
+        url.set_path(&self.name);
+        if let Some(port) = port {
+            url.set_port(Some(port)).unwrap();
+        }
+        url.to_string()
+    }
+
+    pub fn url(&self) -> String {
+        self.url_via(None)
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url()).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // use a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(server_url().as_str()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Settings for a test server: port 0, the given database and key file.
+pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseSettings::new(SecretString::from(database_url)),
+        signing_key_file: key_file,
+        tokens: TokenSettings {
+            issuer: "authd".to_owned(),
+            audience: "authd".to_owned(),
+            ttl: Duration::from_secs(900),
+            leeway: Duration::from_secs(5),
+        },
+        password_cost: HashCost::default(),
+        purge: PurgeSettings {
+            interval: Duration::from_secs(3600),
+            batch_size: 10_000,
+        },
+        shutdown_grace_period: Duration::from_secs(5),
+    }
+}
+
+/// A running server and what a test needs around it.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub client: AuthServiceClient<Channel>,
+    pub health: HealthClient<Channel>,
+    pub key_file: PathBuf,
+    pub settings: ServeSettings,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: ServeSettings) -> Self {
+        let app = Application::build(settings.clone())
+            .await
+            .expect("the app builds");
+        let addr = app.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            addr,
+            client: AuthServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            key_file: settings.signing_key_file.clone(),
+            settings,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Shuts the server down the way SIGTERM does and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().expect("the server stops cleanly");
+        }
+    }
+
+    pub async fn login(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> Result<LoginResponse, tonic::Status> {
+        self.client
+            .login(LoginRequest {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn validate(&mut self, token: &str) -> ValidateTokenResponse {
+        self.try_validate(token)
+            .await
+            .expect("ValidateToken answers OK")
+    }
+
+    pub async fn try_validate(
+        &mut self,
+        token: &str,
+    ) -> Result<ValidateTokenResponse, tonic::Status> {
+        self.client
+            .validate_token(ValidateTokenRequest {
+                access_token: token.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn health(&mut self, service: &str) -> ServingStatus {
+        let response = self
+            .health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        response.status()
+    }
+
+    /// Waits, at most 15 s, until the health of `service` is `wanted`.
+    pub async fn wait_for_health(&mut self, service: &str, wanted: ServingStatus) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.health(service).await == wanted {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "health never became {wanted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A test database with one server in front of it.
+pub struct World {
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+    pub app: TestApp,
+    pub accounts: Accounts,
+    pub pool: PgPool,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let db = TestDb::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(db.url(), dir.path().join("signing-key.pem"));
+        let app = TestApp::spawn(settings).await;
+        let pool = db.pool().await;
+        let accounts = Accounts::new(
+            Store::from_pool(pool.clone()),
+            Passwords::new(HashCost::default(), 2).unwrap(),
+        );
+        Self {
+            db,
+            dir,
+            app,
+            accounts,
+            pool,
+        }
+    }
+
+    pub async fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
+        let roles: Vec<Role> = roles.iter().map(|r| Role::parse(*r).unwrap()).collect();
+        self.accounts
+            .add(
+                &Username::parse(name).unwrap(),
+                &Password::parse(password).unwrap(),
+                &roles,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Adds `alice` and logs her in.
+    pub async fn alice_token(&mut self) -> LoginResponse {
+        self.add_user("alice", "correct horse battery", &["reader"])
+            .await;
+        self.app
+            .login("alice", "correct horse battery")
+            .await
+            .unwrap()
+    }
+
+    pub async fn revoked_rows(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from revoked_tokens")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// A TCP proxy in front of the PostgreSQL server that a test can cut
+/// (every connection dropped, new ones refused) and restore.
+pub struct DbProxy {
+    pub port: u16,
+    up: watch::Sender<bool>,
+    _accept: Arc<JoinHandle<()>>,
+}
+
+impl DbProxy {
+    pub async fn start() -> Self {
+        let upstream = {
+            let url = server_url();
+            format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = watch::channel(true);
+        let up_rx = up.subscribe();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut up = up_rx.clone();
+                if !*up.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            _accept: Arc::new(accept),
+        }
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+/// Forges tokens signed with the service's own key, to reach states (expired,
+/// not yet valid, odd claims) a real Login never produces.
+pub struct Forger {
+    key: jsonwebtoken::EncodingKey,
+    kid: String,
+}
+
+impl Forger {
+    /// The key of `app`, and its kid as read from a real token.
+    pub fn for_app(app: &TestApp, real_token: &str) -> Self {
+        let pem = std::fs::read(&app.key_file).unwrap();
+        let kid = jsonwebtoken::decode_header(real_token)
+            .unwrap()
+            .kid
+            .unwrap();
+        Self {
+            key: jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap(),
+            kid,
+        }
+    }
+
+    pub fn header(&self) -> jsonwebtoken::Header {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some("at+jwt".to_owned());
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    pub fn sign(&self, header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.key).unwrap()
+    }
+
+    /// Claims like those of `real_token`, with `changes` merged in (a null
+    /// value removes the claim).
+    pub fn claims_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {
+        let payload = real_token.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let mut claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        claims
+    }
+
+    /// A fresh `jti`, so the forged token is not revoked with the original.
+    pub fn fresh_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {
+        let mut claims = Self::claims_like(real_token, changes);
+        claims["jti"] = serde_json::Value::String(uuid::Uuid::new_v4().to_string());
+        claims
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

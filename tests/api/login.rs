@@ -1,0 +1,126 @@
+use tonic::Code;
+
+use crate::helpers::{World, now};
+
+#[tokio::test]
+async fn good_credentials_get_a_bearer_token_that_validates() {
+    let mut world = World::new().await;
+    world
+        .add_user("alice", "correct horse battery", &["reader", "writer"])
+        .await;
+
+    let login = world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap();
+
+    assert_eq!(login.token_type, "Bearer");
+    assert_eq!(login.expires_in, 900);
+    let expires_at = login.expires_at.unwrap().seconds;
+    assert!(
+        (expires_at - (now() + 900)).abs() <= 2,
+        "expires_at {expires_at}"
+    );
+    let header = jsonwebtoken::decode_header(&login.access_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert!(header.kid.is_some());
+
+    let claims = world.app.validate(&login.access_token).await;
+    assert!(claims.valid);
+    assert_eq!(claims.reason, 0);
+    assert_eq!(claims.user_id, login.user_id);
+    assert_eq!(claims.username, "alice");
+    assert_eq!(claims.roles, ["reader", "writer"]);
+    assert!(uuid::Uuid::parse_str(&claims.jti).is_ok());
+    assert_eq!(claims.expires_at.unwrap().seconds, expires_at);
+    assert_eq!(claims.issued_at.unwrap().seconds, expires_at - 900);
+}
+
+#[tokio::test]
+async fn usernames_are_case_insensitive() {
+    let mut world = World::new().await;
+    world.add_user("Alice", "correct horse battery", &[]).await;
+
+    let upper = world
+        .app
+        .login("ALICE", "correct horse battery")
+        .await
+        .unwrap();
+    let lower = world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap();
+
+    assert_eq!(upper.user_id, lower.user_id);
+    let dup = world
+        .accounts
+        .add(
+            &authd::domain::Username::parse("aLiCe").unwrap(),
+            &authd::domain::Password::parse("another password").unwrap(),
+            &[],
+        )
+        .await;
+    assert!(matches!(dup, Err(authd::auth::AccountError::NameTaken(_))));
+}
+
+#[tokio::test]
+async fn empty_or_oversized_fields_are_invalid_arguments() {
+    let mut world = World::new().await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    let long_name = "a".repeat(257);
+    let long_password = "p".repeat(1025);
+
+    for (username, password) in [
+        ("", "correct horse battery"),
+        ("alice", ""),
+        (long_name.as_str(), "correct horse battery"),
+        ("alice", long_password.as_str()),
+    ] {
+        let status = world.app.login(username, password).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{username:.10}/{password:.10}"
+        );
+    }
+    // The limits themselves are allowed (and simply fail authentication).
+    let at_limit = world
+        .app
+        .login(&"a".repeat(256), &"p".repeat(1024))
+        .await
+        .unwrap_err();
+    assert_eq!(at_limit.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn unknown_user_wrong_password_and_disabled_user_look_the_same() {
+    let mut world = World::new().await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    world.add_user("bob", "bobs password!", &[]).await;
+    world
+        .accounts
+        .disable(&authd::domain::Username::parse("bob").unwrap())
+        .await
+        .unwrap();
+
+    let unknown = world
+        .app
+        .login("mallory", "correct horse battery")
+        .await
+        .unwrap_err();
+    let wrong = world
+        .app
+        .login("alice", "wrong horse battery")
+        .await
+        .unwrap_err();
+    let disabled = world.app.login("bob", "bobs password!").await.unwrap_err();
+
+    for status in [&unknown, &wrong, &disabled] {
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), unknown.message());
+    }
+    assert!(!unknown.message().contains("mallory"));
+}

@@ -1,0 +1,10 @@
+//! The service end to end: a real PostgreSQL, the real server on port 0,
+//! the generated tonic client.
+
+mod helpers;
+mod login;
+mod logout;
+mod operations;
+mod purge;
+mod user_revocation;
+mod validate;

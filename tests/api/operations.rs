@@ -1,0 +1,159 @@
+use std::time::Duration;
+
+use authd::grpc::pb::{LogoutRequest, TokenInvalidReason};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{DbProxy, TestApp, TestDb, World, settings};
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_the_service() {
+    let mut world = World::new().await;
+    assert_eq!(world.app.health("").await, ServingStatus::Serving);
+    assert_eq!(
+        world.app.health("auth.v1.AuthService").await,
+        ServingStatus::Serving
+    );
+}
+
+#[tokio::test]
+async fn a_logout_survives_a_restart() {
+    let mut world = World::new().await;
+    let login = world.alice_token().await;
+    world
+        .app
+        .client
+        .logout(LogoutRequest {
+            access_token: login.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    let settings = world.app.settings.clone();
+    let World { app, db, dir, .. } = world;
+    app.stop().await;
+
+    let mut restarted = TestApp::spawn(settings).await;
+
+    let answer = restarted.validate(&login.access_token).await;
+    assert_eq!(answer.reason(), TokenInvalidReason::Revoked);
+    restarted.stop().await;
+    drop((db, dir));
+}
+
+#[tokio::test]
+async fn two_instances_share_tokens_and_revocations() {
+    let mut world = World::new().await;
+    let mut second = TestApp::spawn(world.app.settings.clone()).await;
+    let login = world.alice_token().await;
+
+    assert!(second.validate(&login.access_token).await.valid);
+    second
+        .client
+        .logout(LogoutRequest {
+            access_token: login.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        world.app.validate(&login.access_token).await.reason(),
+        TokenInvalidReason::Revoked
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn without_its_database_the_service_is_unavailable_and_never_says_valid() {
+    let proxy = DbProxy::start().await;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = TestApp::spawn(settings(
+        db.url_via(Some(proxy.port)),
+        dir.path().join("k.pem"),
+    ))
+    .await;
+    let accounts = authd::auth::Accounts::new(
+        authd::store::Store::from_pool(db.pool().await),
+        authd::auth::Passwords::new(authd::auth::HashCost::default(), 2).unwrap(),
+    );
+    accounts
+        .add(
+            &authd::domain::Username::parse("alice").unwrap(),
+            &authd::domain::Password::parse("correct horse battery").unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let login = app.login("alice", "correct horse battery").await.unwrap();
+    assert!(app.validate(&login.access_token).await.valid);
+
+    proxy.cut();
+
+    let started = tokio::time::Instant::now();
+    let validate = app.try_validate(&login.access_token).await.unwrap_err();
+    let login_again = app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap_err();
+    let logout = app
+        .client
+        .logout(LogoutRequest {
+            access_token: login.access_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    for status in [&validate, &login_again, &logout] {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    app.wait_for_health("", ServingStatus::NotServing).await;
+    app.wait_for_health("auth.v1.AuthService", ServingStatus::NotServing)
+        .await;
+
+    proxy.restore();
+
+    app.wait_for_health("", ServingStatus::Serving).await;
+    assert!(app.validate(&login.access_token).await.valid);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+
+    let world = World::new().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", world.app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"auth.v1.AuthService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+}

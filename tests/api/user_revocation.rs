@@ -1,0 +1,100 @@
+use authd::{
+    domain::{Password, Username},
+    grpc::pb::TokenInvalidReason,
+};
+
+use crate::helpers::World;
+
+fn alice() -> Username {
+    Username::parse("alice").unwrap()
+}
+
+#[tokio::test]
+async fn disabling_revokes_earlier_tokens_and_enabling_does_not_restore_them() {
+    let mut world = World::new().await;
+    let before = world.alice_token().await;
+
+    world.accounts.disable(&alice()).await.unwrap();
+    let answer = world.app.validate(&before.access_token).await;
+    assert_eq!(answer.reason(), TokenInvalidReason::Revoked);
+
+    world.accounts.enable(&alice()).await.unwrap();
+    assert_eq!(
+        world.app.validate(&before.access_token).await.reason(),
+        TokenInvalidReason::Revoked
+    );
+    let after = world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap();
+    assert!(world.app.validate(&after.access_token).await.valid);
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_earlier_tokens_and_new_ones_work_at_once() {
+    let mut world = World::new().await;
+    let before = world.alice_token().await;
+
+    world
+        .accounts
+        .change_password(&alice(), &Password::parse("new horse battery").unwrap())
+        .await
+        .unwrap();
+    // Within the same second as the change: the new token must not be born
+    // revoked.
+    let after = world.app.login("alice", "new horse battery").await.unwrap();
+
+    assert_eq!(
+        world.app.validate(&before.access_token).await.reason(),
+        TokenInvalidReason::Revoked
+    );
+    assert!(world.app.validate(&after.access_token).await.valid);
+    assert!(
+        world
+            .app
+            .login("alice", "correct horse battery")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_user_revokes_its_tokens() {
+    let mut world = World::new().await;
+    let login = world.alice_token().await;
+
+    world.accounts.delete(&alice()).await.unwrap();
+
+    assert_eq!(
+        world.app.validate(&login.access_token).await.reason(),
+        TokenInvalidReason::Revoked
+    );
+    assert!(
+        world
+            .app
+            .login("alice", "correct horse battery")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn account_operations_on_unknown_users_say_so() {
+    let world = World::new().await;
+    let ghost = Username::parse("ghost").unwrap();
+    for result in [
+        world.accounts.disable(&ghost).await,
+        world.accounts.enable(&ghost).await,
+        world.accounts.delete(&ghost).await,
+        world
+            .accounts
+            .change_password(&ghost, &Password::parse("whatever1").unwrap())
+            .await,
+    ] {
+        assert!(matches!(
+            result,
+            Err(authd::auth::AccountError::NotFound(_))
+        ));
+    }
+}
