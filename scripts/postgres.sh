@@ -5,7 +5,8 @@
 #   2. A server answers at 127.0.0.1:5432: used, as user postgres (trust).
 #   3. Otherwise PostgreSQL is installed from Debian's packages (when
 #      missing) and a private cluster with trust authentication is started
-#      on 127.0.0.1:5432, its data under target/postgres.
+#      on 127.0.0.1:5432, its data under /tmp/authd-postgres (outside the
+#      checkout, which the postgres user may not be able to reach).
 
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -19,16 +20,14 @@ start_private_postgres() {
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
   fi
-  local bin data log
+  local bin root=/tmp/authd-postgres
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  data="$PWD/target/postgres/data"
-  log="$PWD/target/postgres/server.log"
-  mkdir -p "$PWD/target/postgres"
+  local data="$root/data" log="$root/server.log"
+  mkdir -p "$root"
   # PostgreSQL refuses to run as root: as root, run it as the postgres user.
   local run=()
   if [ "$(id -u)" = 0 ]; then
-    chown -R postgres: "$PWD/target/postgres"
-    chmod o+x "$PWD" "$PWD/target" 2>/dev/null || true
+    chown -R postgres: "$root"
     run=(runuser -u postgres --)
   fi
   if [ ! -s "$data/PG_VERSION" ]; then
