@@ -1,6 +1,7 @@
 //! The transport edge: converts between protobuf and domain types, maps
 //! errors to gRPC statuses and logs one line per call. No business rules.
 
+mod redact;
 mod service;
 mod status;
 

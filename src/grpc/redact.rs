@@ -1,0 +1,88 @@
+//! `Debug` for the messages that carry passwords or tokens: every field but
+//! the secret one is shown.
+
+use std::fmt;
+
+use super::pb::{LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest};
+
+const REDACTED: &str = "[REDACTED]";
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("access_token", &REDACTED)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("expires_at", &self.expires_at)
+            .field("user_id", &self.user_id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for LogoutRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogoutRequest")
+            .field("access_token", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ValidateTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidateTokenRequest")
+            .field("access_token", &REDACTED)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let secret = "s3cr3t-value";
+        let shown = [
+            format!(
+                "{:?}",
+                LoginRequest {
+                    username: "alice".to_owned(),
+                    password: secret.to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                LoginResponse {
+                    access_token: secret.to_owned(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                LogoutRequest {
+                    access_token: secret.to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                ValidateTokenRequest {
+                    access_token: secret.to_owned(),
+                }
+            ),
+        ];
+        for text in &shown {
+            assert!(!text.contains(secret), "{text}");
+            assert!(text.contains(REDACTED), "{text}");
+        }
+        assert!(shown[0].contains("alice"));
+    }
+}
