@@ -8,7 +8,7 @@ use authd::{
     auth::{Accounts, HashCost, Passwords, TokenSettings},
     domain::{Password, Role, Username},
     grpc::pb::{
-        LoginRequest, LoginResponse, ValidateTokenRequest, ValidateTokenResponse,
+        LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
         auth_service_client::AuthServiceClient,
     },
     jobs::purge::PurgeSettings,
@@ -59,12 +59,8 @@ impl TestDb {
         url.to_string()
     }
 
-    pub fn url(&self) -> String {
-        self.url_via(None)
-    }
-
     pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url()).await.unwrap()
+        PgPool::connect(&self.url_via(None)).await.unwrap()
     }
 }
 
@@ -174,6 +170,15 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    pub async fn logout(&mut self, token: &str) -> Result<(), tonic::Status> {
+        self.client
+            .logout(LogoutRequest {
+                access_token: token.to_owned(),
+            })
+            .await
+            .map(|_| ())
+    }
+
     pub async fn validate(&mut self, token: &str) -> ValidateTokenResponse {
         self.try_validate(token)
             .await
@@ -231,9 +236,18 @@ pub struct World {
 
 impl World {
     pub async fn new() -> Self {
+        Self::reaching_the_database_through(None).await
+    }
+
+    /// A world whose server reaches its database through `proxy`.
+    pub async fn behind(proxy: &DbProxy) -> Self {
+        Self::reaching_the_database_through(Some(proxy.port)).await
+    }
+
+    async fn reaching_the_database_through(port: Option<u16>) -> Self {
         let db = TestDb::new().await;
         let dir = tempfile::tempdir().unwrap();
-        let settings = settings(db.url(), dir.path().join("signing-key.pem"));
+        let settings = settings(db.url_via(port), dir.path().join("signing-key.pem"));
         let app = TestApp::spawn(settings).await;
         let pool = db.pool().await;
         let accounts = Accounts::new(
@@ -272,11 +286,15 @@ impl World {
     }
 
     pub async fn revoked_rows(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from revoked_tokens")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        revoked_rows(&self.pool).await
     }
+}
+
+pub async fn revoked_rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from revoked_tokens")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// A TCP proxy in front of the PostgreSQL server that a test can cut

@@ -15,12 +15,7 @@ async fn logout_commits_a_revocation_kept_until_exp_plus_leeway() {
     let mut world = World::new().await;
     let login = world.alice_token().await;
 
-    world
-        .app
-        .client
-        .logout(logout_request(&login.access_token))
-        .await
-        .unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
 
     let (user_id, expires_at): (uuid::Uuid, time::OffsetDateTime) =
         sqlx::query_as("select user_id, expires_at from revoked_tokens")
@@ -62,18 +57,8 @@ async fn logout_twice_is_ok_and_writes_once() {
     let mut world = World::new().await;
     let login = world.alice_token().await;
 
-    world
-        .app
-        .client
-        .logout(logout_request(&login.access_token))
-        .await
-        .unwrap();
-    world
-        .app
-        .client
-        .logout(logout_request(&login.access_token))
-        .await
-        .unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
 
     assert_eq!(world.revoked_rows().await, 1);
 }
@@ -91,12 +76,7 @@ async fn logout_of_an_expired_token_is_ok_and_writes_nothing() {
         ),
     );
 
-    world
-        .app
-        .client
-        .logout(logout_request(&expired))
-        .await
-        .unwrap();
+    world.app.logout(&expired).await.unwrap();
 
     assert_eq!(world.revoked_rows().await, 0);
 }
@@ -111,12 +91,7 @@ async fn logout_of_a_token_revoked_with_its_user_writes_nothing() {
         .await
         .unwrap();
 
-    world
-        .app
-        .client
-        .logout(logout_request(&login.access_token))
-        .await
-        .unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
 
     assert_eq!(world.revoked_rows().await, 0);
 }
@@ -130,12 +105,7 @@ async fn missing_malformed_or_forged_tokens_are_unauthenticated_and_write_nothin
     forged.push(if last == 'A' { 'B' } else { 'A' });
 
     for token in ["", "not a token", "a.b.c", forged.as_str()] {
-        let status = world
-            .app
-            .client
-            .logout(logout_request(token))
-            .await
-            .unwrap_err();
+        let status = world.app.logout(token).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{token:.20}");
     }
     let mut basic = Request::new(logout_request(""));
@@ -154,8 +124,7 @@ async fn an_oversized_token_is_an_invalid_argument() {
     let mut world = World::new().await;
     let status = world
         .app
-        .client
-        .logout(logout_request(&"a".repeat(8 * 1024 + 1)))
+        .logout(&"a".repeat(8 * 1024 + 1))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use authd::grpc::pb::{LogoutRequest, TokenInvalidReason};
+use authd::grpc::pb::TokenInvalidReason;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{DbProxy, TestApp, TestDb, World, settings};
+use crate::helpers::{DbProxy, TestApp, World};
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_the_service() {
@@ -20,14 +20,7 @@ async fn health_reports_serving_for_the_server_and_the_service() {
 async fn a_logout_survives_a_restart() {
     let mut world = World::new().await;
     let login = world.alice_token().await;
-    world
-        .app
-        .client
-        .logout(LogoutRequest {
-            access_token: login.access_token.clone(),
-        })
-        .await
-        .unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
     let settings = world.app.settings.clone();
     let World { app, db, dir, .. } = world;
     app.stop().await;
@@ -47,13 +40,7 @@ async fn two_instances_share_tokens_and_revocations() {
     let login = world.alice_token().await;
 
     assert!(second.validate(&login.access_token).await.valid);
-    second
-        .client
-        .logout(LogoutRequest {
-            access_token: login.access_token.clone(),
-        })
-        .await
-        .unwrap();
+    second.logout(&login.access_token).await.unwrap();
     assert_eq!(
         world.app.validate(&login.access_token).await.reason(),
         TokenInvalidReason::Revoked
@@ -64,26 +51,9 @@ async fn two_instances_share_tokens_and_revocations() {
 #[tokio::test]
 async fn without_its_database_the_service_is_unavailable_and_never_says_valid() {
     let proxy = DbProxy::start().await;
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = TestApp::spawn(settings(
-        db.url_via(Some(proxy.port)),
-        dir.path().join("k.pem"),
-    ))
-    .await;
-    let accounts = authd::auth::Accounts::new(
-        authd::store::Store::from_pool(db.pool().await),
-        authd::auth::Passwords::new(authd::auth::HashCost::default(), 2).unwrap(),
-    );
-    accounts
-        .add(
-            &authd::domain::Username::parse("alice").unwrap(),
-            &authd::domain::Password::parse("correct horse battery").unwrap(),
-            &[],
-        )
-        .await
-        .unwrap();
-    let login = app.login("alice", "correct horse battery").await.unwrap();
+    let mut world = World::behind(&proxy).await;
+    let login = world.alice_token().await;
+    let app = &mut world.app;
     assert!(app.validate(&login.access_token).await.valid);
 
     proxy.cut();
@@ -94,13 +64,7 @@ async fn without_its_database_the_service_is_unavailable_and_never_says_valid() 
         .login("alice", "correct horse battery")
         .await
         .unwrap_err();
-    let logout = app
-        .client
-        .logout(LogoutRequest {
-            access_token: login.access_token.clone(),
-        })
-        .await
-        .unwrap_err();
+    let logout = app.logout(&login.access_token).await.unwrap_err();
     for status in [&validate, &login_again, &logout] {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
@@ -117,7 +81,6 @@ async fn without_its_database_the_service_is_unavailable_and_never_says_valid() 
 
     app.wait_for_health("", ServingStatus::Serving).await;
     assert!(app.validate(&login.access_token).await.valid);
-    app.stop().await;
 }
 
 #[tokio::test]

@@ -1,9 +1,6 @@
 use std::time::Duration;
 
-use authd::{
-    grpc::pb::LogoutRequest,
-    store::{PurgeOutcome, Store},
-};
+use authd::store::{PurgeOutcome, Store};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -43,14 +40,7 @@ async fn purge_removes_expired_rows_in_batches_and_keeps_live_ones() {
 async fn a_logged_out_token_stays_revoked_until_exp_plus_leeway() {
     let mut world = World::new().await;
     let login = world.alice_token().await;
-    world
-        .app
-        .client
-        .logout(LogoutRequest {
-            access_token: login.access_token.clone(),
-        })
-        .await
-        .unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
     let exp = OffsetDateTime::from_unix_timestamp(login.expires_at.unwrap().seconds).unwrap();
     let store = Store::from_pool(world.pool.clone());
 
@@ -115,7 +105,7 @@ async fn the_server_purges_on_its_own() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = crate::helpers::settings(db.url(), dir.path().join("key.pem"));
+    let mut settings = crate::helpers::settings(db.url_via(None), dir.path().join("key.pem"));
     settings.purge.interval = Duration::from_secs(1);
 
     let app = crate::helpers::TestApp::spawn(settings).await;
@@ -123,11 +113,7 @@ async fn the_server_purges_on_its_own() {
     // The first pass runs at start-up; wait for its effect, bounded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if rows == 1 {
+        if crate::helpers::revoked_rows(&pool).await == 1 {
             break;
         }
         assert!(

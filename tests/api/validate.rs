@@ -192,14 +192,7 @@ async fn a_reencoded_copy_of_a_revoked_token_is_still_revoked() {
     let mut world = World::new().await;
     let login = world.alice_token().await;
     let forger = Forger::for_app(&world.app, &login.access_token);
-    world
-        .app
-        .client
-        .logout(authd::grpc::pb::LogoutRequest {
-            access_token: login.access_token.clone(),
-        })
-        .await
-        .unwrap();
+    world.app.logout(&login.access_token).await.unwrap();
     // Same claims, same jti, signed again: different bytes, same token.
     let copy = forger.sign(
         &forger.header(),
