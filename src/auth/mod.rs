@@ -21,6 +21,9 @@ use crate::{
     store::{Store, StoreError},
 };
 
+/// The longest a Login waits for the user's cut-off second to pass.
+const MAX_CUTOFF_WAIT: Duration = Duration::from_secs(1);
+
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -124,13 +127,22 @@ impl Authenticator {
         };
 
         // `iat` has whole seconds, and a token counts as revoked when its
-        // `iat` is before the user's cut-off. A cut-off is always a whole
-        // second in the near future, so wait it out rather than issue a
-        // token that would be born revoked.
-        if let Some(cutoff) = user.tokens_valid_after {
-            let ahead = cutoff - OffsetDateTime::now_utc();
-            if let Ok(wait) = Duration::try_from(ahead) {
-                tokio::time::sleep(wait).await;
+        // `iat` is before the user's cut-off. A fresh cut-off is the next
+        // whole second, so wait it out rather than issue a token born
+        // revoked. One further ahead means another instance's clock runs
+        // fast: waiting would not help, so say so instead.
+        if let Some(cutoff) = user.tokens_valid_after
+            && let Ok(ahead) = Duration::try_from(cutoff - OffsetDateTime::now_utc())
+        {
+            if ahead <= MAX_CUTOFF_WAIT {
+                tokio::time::sleep(ahead).await;
+            } else {
+                tracing::warn!(
+                    user_id = %user.id,
+                    ahead = %humantime::format_duration(ahead),
+                    "the user's token cut-off lies in the future: are the clocks of all instances in sync? \
+                     Tokens issued before it will not validate"
+                );
             }
         }
         let issued_at = jsonwebtoken::get_current_timestamp();

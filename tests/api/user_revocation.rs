@@ -98,3 +98,28 @@ async fn account_operations_on_unknown_users_say_so() {
         ));
     }
 }
+
+#[tokio::test]
+async fn a_cut_off_far_in_the_future_does_not_hold_logins_hostage() {
+    let mut world = World::new().await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    // As written by an instance whose clock runs an hour fast.
+    sqlx::query("update users set tokens_valid_after = now() + interval '1 hour'")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+
+    let login = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        world.app.login("alice", "correct horse battery"),
+    )
+    .await
+    .expect("Login answers instead of waiting for the cut-off")
+    .unwrap();
+
+    // The token is issued, and revoked until the clocks agree: fail closed.
+    assert_eq!(
+        world.app.validate(&login.access_token).await.reason(),
+        TokenInvalidReason::Revoked
+    );
+}
