@@ -81,17 +81,18 @@ async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     let store = open_store(command.storage()).await?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let accounts = Accounts::new(store, Passwords::new(HashCost::default(), cores)?);
+    let passwords = Passwords::new(HashCost::default(), cores)?;
+    let accounts = Accounts::new(store, passwords, command.password_policy());
     match command {
         UserCommand::Add(args) => {
             let username = Username::parse(args.name)?;
-            let password = read_password(args.password_stdin).await?;
+            let password = read_password(args.password.password_stdin).await?;
             let id = accounts.add(&username, &password, &args.roles).await?;
             println!("added user {username} with id {id}");
         }
         UserCommand::Passwd(args) => {
             let username = Username::parse(args.name)?;
-            let password = read_password(args.password_stdin).await?;
+            let password = read_password(args.password.password_stdin).await?;
             accounts.change_password(&username, &password).await?;
             println!("changed the password of {username}; its earlier tokens are revoked");
         }

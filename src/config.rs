@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::{
-    auth::{HashCost, TokenSettings},
+    auth::{HashCost, PasswordPolicy, TokenSettings},
     domain::Role,
     jobs::purge::PurgeSettings,
     startup::ServeSettings,
@@ -114,6 +114,16 @@ pub enum UserCommand {
 }
 
 impl UserCommand {
+    /// The password policy given to `add` or `passwd`; the default for the
+    /// others, which set no password.
+    pub fn password_policy(&self) -> PasswordPolicy {
+        match self {
+            Self::Add(args) => args.password.policy(),
+            Self::Passwd(args) => args.password.policy(),
+            _ => PasswordPolicy::default(),
+        }
+    }
+
     /// The storage flags given to whichever subcommand this is.
     pub fn storage(&self) -> &StorageArgs {
         match self {
@@ -121,6 +131,26 @@ impl UserCommand {
             Self::Passwd(args) => &args.storage,
             Self::Disable(args) | Self::Enable(args) | Self::Delete(args) => &args.storage,
             Self::List(args) => &args.storage,
+        }
+    }
+}
+
+/// How a new password is given and what it must be like.
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    /// Read the password from standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The fewest characters a new password may have.
+    #[arg(long, env = "AUTHD_MIN_PASSWORD_LENGTH", default_value_t = 8)]
+    pub min_password_length: usize,
+}
+
+impl NewPasswordArgs {
+    /// The policy these flags set.
+    pub fn policy(&self) -> PasswordPolicy {
+        PasswordPolicy {
+            min_chars: self.min_password_length,
         }
     }
 }
@@ -133,9 +163,9 @@ pub struct AddUserArgs {
     /// A role to put in the user's tokens; repeat for several.
     #[arg(long = "role", value_name = "ROLE")]
     pub roles: Vec<Role>,
-    /// Read the password from standard input instead of prompting.
-    #[arg(long)]
-    pub password_stdin: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub password: NewPasswordArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub storage: StorageArgs,
@@ -146,9 +176,9 @@ pub struct AddUserArgs {
 pub struct PasswdArgs {
     /// The user's name.
     pub name: String,
-    /// Read the password from standard input instead of prompting.
-    #[arg(long)]
-    pub password_stdin: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub password: NewPasswordArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub storage: StorageArgs,

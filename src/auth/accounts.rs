@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Passwords, revocation_cutoff};
+use super::{PasswordPolicy, Passwords, revocation_cutoff};
 use crate::{
     domain::{Password, Role, UserId, Username},
     store::{NewUser, Store, StoreError, UserRecord},
@@ -21,6 +21,9 @@ pub enum AccountError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The new password breaks the policy.
+    #[error("the password must have at least {0} characters")]
+    PasswordTooShort(usize),
     /// Hashing failed.
     #[error("cannot hash the password")]
     Hashing(#[source] anyhow::Error),
@@ -31,29 +34,43 @@ pub enum AccountError {
 pub struct Accounts {
     store: Store,
     passwords: Passwords,
+    policy: PasswordPolicy,
 }
 
 impl Accounts {
-    /// Account management over `store`, hashing with `passwords`.
-    pub fn new(store: Store, passwords: Passwords) -> Self {
-        Self { store, passwords }
+    /// Account management over `store`, hashing with `passwords`, new
+    /// passwords held to `policy`.
+    pub fn new(store: Store, passwords: Passwords, policy: PasswordPolicy) -> Self {
+        Self {
+            store,
+            passwords,
+            policy,
+        }
+    }
+
+    /// Hashes a new password that meets the policy.
+    async fn hash_new(&self, password: &Password) -> Result<String, AccountError> {
+        if password.chars() < self.policy.min_chars {
+            return Err(AccountError::PasswordTooShort(self.policy.min_chars));
+        }
+        self.passwords
+            .hash(password)
+            .await
+            .map_err(AccountError::Hashing)
     }
 
     /// Adds a user.
     ///
     /// # Errors
-    /// [`AccountError::NameTaken`] when the name is in use in any case.
+    /// [`AccountError::NameTaken`] when the name is in use in any case;
+    /// [`AccountError::PasswordTooShort`] when the policy refuses it.
     pub async fn add(
         &self,
         username: &Username,
         password: &Password,
         roles: &[Role],
     ) -> Result<UserId, AccountError> {
-        let hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(AccountError::Hashing)?;
+        let hash = self.hash_new(password).await?;
         let id = UserId::generate();
         let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
         self.store
@@ -76,17 +93,14 @@ impl Accounts {
     /// Sets a new password and revokes every token issued before now.
     ///
     /// # Errors
-    /// [`AccountError::NotFound`] when there is no such user.
+    /// [`AccountError::NotFound`] when there is no such user;
+    /// [`AccountError::PasswordTooShort`] when the policy refuses it.
     pub async fn change_password(
         &self,
         username: &Username,
         password: &Password,
     ) -> Result<(), AccountError> {
-        let hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(AccountError::Hashing)?;
+        let hash = self.hash_new(password).await?;
         let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
         found(
             username,

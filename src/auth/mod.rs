@@ -13,12 +13,12 @@ use time::OffsetDateTime;
 
 pub use accounts::{AccountError, Accounts};
 pub use keys::SigningKey;
-pub use password::{HashCost, Passwords};
+pub use password::{HashCost, PasswordCheck, PasswordPolicy, Passwords};
 pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
 
 use crate::{
     domain::{AccessToken, Password, UserId, Username},
-    store::{Store, StoreError},
+    store::{Store, StoreError, UserRecord},
 };
 
 /// The longest a Login waits for the user's cut-off second to pass.
@@ -116,15 +116,20 @@ impl Authenticator {
     ) -> Result<Session, AuthError> {
         let user = self.store.find_user_by_name(username).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
-        let verified = self
+        let check = self
             .passwords
             .verify(password, stored_hash)
             .await
             .map_err(AuthError::Internal)?;
-        let user = match user {
-            Some(user) if verified && user.disabled_at.is_none() => user,
+        let (user, rehash) = match (user, check) {
+            (Some(user), PasswordCheck::Matches { rehash }) if user.disabled_at.is_none() => {
+                (user, rehash)
+            }
             _ => return Err(AuthError::InvalidCredentials),
         };
+        if rehash {
+            self.upgrade_hash(&user, password).await;
+        }
 
         // `iat` has whole seconds, and a token counts as revoked when its
         // `iat` is before the user's cut-off. A fresh cut-off is the next
@@ -202,6 +207,30 @@ impl Authenticator {
             .await?;
         tracing::info!(user_id = %claims.sub, jti = %claims.jti, "revoked a token");
         Ok(LogoutOutcome::Revoked)
+    }
+
+    /// Replaces a hash made at an older cost by one at today's, now that
+    /// the password is known. Best effort: a failure is logged, and the old
+    /// hash keeps working.
+    async fn upgrade_hash(&self, user: &UserRecord, password: &Password) {
+        let upgraded = match self.passwords.hash(password).await {
+            Ok(hash) => self
+                .store
+                .replace_password_hash(UserId::from(user.id), &user.password_hash, &hash)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(err) => Err(err),
+        };
+        match upgraded {
+            Ok(true) => {
+                tracing::info!(user_id = %user.id, "re-hashed the password at the current cost")
+            }
+            // The password changed meanwhile: the new hash stays.
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(user_id = %user.id, error = %err, "could not re-hash the password")
+            }
+        }
     }
 
     async fn is_revoked(&self, claims: &Claims) -> Result<bool, AuthError> {

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{
+    ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _,
+    PasswordVerifier as _, Version,
+};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
@@ -32,10 +35,65 @@ impl Default for HashCost {
     }
 }
 
+impl HashCost {
+    /// The most memory a stored hash may ask for: 256 MiB.
+    pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
+    /// The most passes a stored hash may ask for.
+    pub const MAX_ITERATIONS: u32 = 16;
+    /// The most lanes a stored hash may ask for.
+    pub const MAX_PARALLELISM: u32 = 16;
+
+    fn of(params: &Params) -> Self {
+        Self {
+            memory_kib: params.m_cost(),
+            iterations: params.t_cost(),
+            parallelism: params.p_cost(),
+        }
+    }
+
+    /// Whether a hash of this cost is safe to run: a stored hash asking for
+    /// more (written by an attacker with database access, say) would let
+    /// one Login exhaust memory or time, so it is refused instead.
+    fn is_sane(&self) -> bool {
+        self.memory_kib <= Self::MAX_MEMORY_KIB
+            && self.iterations <= Self::MAX_ITERATIONS
+            && self.parallelism <= Self::MAX_PARALLELISM
+    }
+}
+
+/// What a new password must be like. Existing passwords are not checked
+/// again at Login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// The fewest characters (Unicode scalar values, after NFC).
+    pub min_chars: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { min_chars: 8 }
+    }
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The password matches; `rehash` when the stored hash was made with
+    /// other parameters than the current ones.
+    Matches {
+        /// Whether the hash should be replaced by one at today's cost.
+        rehash: bool,
+    },
+    /// Wrong password, unknown user, or a stored hash that is refused.
+    Fails,
+}
+
 /// Hashes and verifies passwords.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     argon2: Argon2<'static>,
+    /// The cost of new hashes; older hashes are replaced on the next login.
+    cost: HashCost,
     /// One permit per hash in progress: at most this many run at once, each
     /// on a blocking thread, each holding `memory_kib` of memory.
     permits: Arc<Semaphore>,
@@ -61,6 +119,7 @@ impl Passwords {
             .to_string();
         Ok(Self {
             argon2,
+            cost,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy_hash: dummy_hash.into(),
         })
@@ -82,28 +141,54 @@ impl Passwords {
         .await?
     }
 
-    /// Whether `password` matches the PHC string `stored`. With no stored
-    /// hash (an unknown user) a dummy hash is verified instead, and the
-    /// answer is false: every call does exactly one argon2 verification.
+    /// Checks `password` against the PHC string `stored`. With no stored
+    /// hash (an unknown user) a dummy hash is verified instead and the check
+    /// fails: every call does exactly one argon2 verification. A stored hash
+    /// that is not argon2id, or whose cost is out of bounds, is refused
+    /// without running it.
     ///
     /// # Errors
     /// When the blocking pool is gone (the runtime is shutting down).
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> anyhow::Result<bool> {
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> anyhow::Result<PasswordCheck> {
         let password = password.clone();
-        let argon2 = self.argon2.clone();
+        let current = self.cost;
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
-        self.run_blocking(
-            move || match argon2.verify_password(password.expose(), &*hash) {
-                Ok(()) => known,
-                Err(argon2::password_hash::Error::PasswordInvalid) => false,
-                Err(err) => {
-                    tracing::error!(error = %err, "a stored password hash cannot be read");
-                    false
+        self.run_blocking(move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                tracing::error!("a stored password hash is not a PHC string; refused");
+                return PasswordCheck::Fails;
+            };
+            let cost = match sane_cost(&parsed) {
+                Ok(cost) => cost,
+                Err(problem) => {
+                    tracing::error!(problem, "a stored password hash is refused");
+                    return PasswordCheck::Fails;
                 }
-            },
-        )
+            };
+            // The parameters come from the stored hash itself.
+            let verifier = Argon2::default();
+            match verifier.verify_password(password.expose(), &parsed) {
+                Ok(()) if known => PasswordCheck::Matches {
+                    rehash: cost != current,
+                },
+                Ok(()) | Err(argon2::password_hash::Error::PasswordInvalid) => PasswordCheck::Fails,
+                Err(err) => {
+                    tracing::error!(error = %err, "a stored password hash cannot be verified");
+                    PasswordCheck::Fails
+                }
+            }
+        })
         .await
+    }
+
+    /// The cost of new hashes.
+    pub fn cost(&self) -> HashCost {
+        self.cost
     }
 
     async fn run_blocking<T: Send + 'static>(
@@ -121,6 +206,19 @@ impl Passwords {
             .await
             .context("a password hashing task failed")
     }
+}
+
+/// The cost of a stored hash, if it is an argon2id hash of sane cost.
+fn sane_cost(parsed: &PasswordHash) -> Result<HashCost, &'static str> {
+    if parsed.algorithm != ARGON2ID_IDENT {
+        return Err("not argon2id");
+    }
+    let params = Params::try_from(parsed).map_err(|_| "unreadable argon2 parameters")?;
+    let cost = HashCost::of(&params);
+    if !cost.is_sane() {
+        return Err("argon2 parameters out of bounds");
+    }
+    Ok(cost)
 }
 
 #[cfg(test)]
@@ -146,21 +244,68 @@ mod tests {
         let wrong = Password::parse("correct horsf").unwrap();
         let hash = passwords.hash(&right).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert!(passwords.verify(&right, Some(&hash)).await.unwrap());
-        assert!(!passwords.verify(&wrong, Some(&hash)).await.unwrap());
+        assert_eq!(
+            passwords.verify(&right, Some(&hash)).await.unwrap(),
+            PasswordCheck::Matches { rehash: false }
+        );
+        assert_eq!(
+            passwords.verify(&wrong, Some(&hash)).await.unwrap(),
+            PasswordCheck::Fails
+        );
     }
 
     #[tokio::test]
     async fn unknown_users_never_verify_and_garbage_hashes_fail_closed() {
         let passwords = cheap();
         let password = Password::parse("anything").unwrap();
-        assert!(!passwords.verify(&password, None).await.unwrap());
-        assert!(
-            !passwords
+        assert_eq!(
+            passwords.verify(&password, None).await.unwrap(),
+            PasswordCheck::Fails
+        );
+        assert_eq!(
+            passwords
                 .verify(&password, Some("not a phc string"))
                 .await
-                .unwrap()
+                .unwrap(),
+            PasswordCheck::Fails
         );
+    }
+
+    #[tokio::test]
+    async fn hashes_of_another_cost_verify_and_ask_for_a_rehash() {
+        let old = cheap();
+        let new = Passwords::new(
+            HashCost {
+                memory_kib: 128,
+                iterations: 1,
+                parallelism: 1,
+            },
+            1,
+        )
+        .unwrap();
+        let password = Password::parse("correct horse").unwrap();
+        let hash = old.hash(&password).await.unwrap();
+        assert_eq!(
+            new.verify(&password, Some(&hash)).await.unwrap(),
+            PasswordCheck::Matches { rehash: true }
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_of_insane_cost_or_other_algorithms_are_refused_unrun() {
+        let passwords = cheap();
+        let password = Password::parse("correct horse").unwrap();
+        let hash = passwords.hash(&password).await.unwrap();
+        // A real hash with its cost raised to 4 GiB: refused before running.
+        let greedy = hash.replace("m=64,", "m=4194304,");
+        let argon2i = hash.replace("$argon2id$", "$argon2i$");
+        for stored in [greedy, argon2i] {
+            assert_eq!(
+                passwords.verify(&password, Some(&stored)).await.unwrap(),
+                PasswordCheck::Fails,
+                "{stored}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
 use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization as _;
 
 use super::InvalidInput;
 
-/// A password as typed by a user: 1 to 1024 bytes of UTF-8.
+/// A password as typed by a user: 1 to 1024 bytes of UTF-8, kept in Unicode
+/// normalization form C, so `é` typed as one code point or as `e` plus a
+/// combining accent is the same password. Never truncated.
 ///
 /// It lives in a [`SecretString`], so it is wiped from memory when dropped
 /// and its `Debug` output is redacted.
@@ -30,7 +33,12 @@ impl Password {
                 format!("must be at most {} bytes", Self::MAX_BYTES),
             ));
         }
-        Ok(Self(raw))
+        Ok(Self(raw.expose_secret().nfc().collect::<String>().into()))
+    }
+
+    /// Its length in characters (Unicode scalar values), for policy checks.
+    pub fn chars(&self) -> usize {
+        self.0.expose_secret().chars().count()
     }
 
     /// The password's bytes, for the hasher alone.
@@ -47,6 +55,14 @@ mod tests {
     fn debug_output_is_redacted() {
         let password = Password::parse("hunter2-secret").unwrap();
         assert!(!format!("{password:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn composed_and_decomposed_forms_are_one_password() {
+        let composed = Password::parse("caf\u{e9}").unwrap();
+        let decomposed = Password::parse("cafe\u{301}").unwrap();
+        assert_eq!(composed.expose(), decomposed.expose());
+        assert_eq!(decomposed.chars(), 4);
     }
 
     #[test]

@@ -149,6 +149,28 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Replaces the hash `old` of a user by `new`, leaving its tokens be
+    /// (the password is the same, only its hash's cost changes). Returns
+    /// false when the hash is no longer `old`: a password change won.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn replace_password_hash(
+        &self,
+        user: UserId,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("update users set password_hash = $3 where id = $1 and password_hash = $2")
+                .bind(user.as_uuid())
+                .bind(old)
+                .bind(new)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Disables a user and revokes the tokens issued before `cutoff`.
     /// Returns false when there is no such user.
     ///

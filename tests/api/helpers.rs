@@ -5,7 +5,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use authd::{
-    auth::{Accounts, HashCost, Passwords, TokenSettings},
+    auth::{Accounts, HashCost, PasswordPolicy, Passwords, TokenSettings},
     domain::{Password, Role, Username},
     grpc::pb::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
@@ -253,6 +253,7 @@ impl World {
         let accounts = Accounts::new(
             Store::from_pool(pool.clone()),
             Passwords::new(HashCost::default(), 2).unwrap(),
+            PasswordPolicy::default(),
         );
         Self {
             db,

@@ -5,6 +5,7 @@ mod helpers;
 mod login;
 mod logout;
 mod operations;
+mod passwords;
 mod purge;
 mod user_revocation;
 mod validate;

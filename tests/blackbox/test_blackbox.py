@@ -231,6 +231,11 @@ def test_user_commands_and_bad_configuration(database, tmp_path):
     missing = cli(database, tmp_path, "user", "disable", "carol")
     assert missing.returncode != 0 and "no user" in missing.stderr
 
+    short = cli(database, tmp_path, "user", "add", "erin", "--password-stdin", stdin="1234567\n")
+    assert short.returncode != 0 and "at least 8 characters" in short.stderr
+    assert cli(database, tmp_path, "user", "add", "erin", "--password-stdin", "--min-password-length", "4",
+               stdin="1234567\n").returncode == 0
+
     no_tty = cli(database, tmp_path, "user", "add", "dave", stdin="")
     assert no_tty.returncode != 0 and "--password-stdin" in no_tty.stderr
 

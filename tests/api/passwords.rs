@@ -1,0 +1,121 @@
+use authd::{
+    auth::{AccountError, HashCost, Passwords},
+    domain::{Password, Username},
+};
+use tonic::Code;
+
+use crate::helpers::World;
+
+async fn stored_hash(world: &World, name: &str) -> String {
+    sqlx::query_scalar("select password_hash from users where username = $1")
+        .bind(name)
+        .fetch_one(&world.pool)
+        .await
+        .unwrap()
+}
+
+async fn set_stored_hash(world: &World, name: &str, hash: &str) {
+    sqlx::query("update users set password_hash = $2 where username = $1")
+        .bind(name)
+        .bind(hash)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn composed_and_decomposed_accents_are_the_same_password() {
+    let mut world = World::new().await;
+    world.add_user("alice", "caf\u{e9} au lait", &[]).await;
+
+    assert!(
+        world
+            .app
+            .login("alice", "cafe\u{301} au lait")
+            .await
+            .is_ok()
+    );
+    assert!(world.app.login("alice", "caf\u{e9} au lait").await.is_ok());
+}
+
+#[tokio::test]
+async fn new_passwords_shorter_than_the_policy_are_refused() {
+    let world = World::new().await;
+    let alice = Username::parse("alice").unwrap();
+
+    let short = world
+        .accounts
+        .add(&alice, &Password::parse("seven77").unwrap(), &[])
+        .await;
+
+    assert!(matches!(short, Err(AccountError::PasswordTooShort(8))));
+    // Eight characters, though more bytes than that, is enough.
+    world
+        .accounts
+        .add(&alice, &Password::parse("\u{e9}".repeat(8)).unwrap(), &[])
+        .await
+        .unwrap();
+    let passwd = world
+        .accounts
+        .change_password(&alice, &Password::parse("short").unwrap())
+        .await;
+    assert!(matches!(passwd, Err(AccountError::PasswordTooShort(8))));
+}
+
+#[tokio::test]
+async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens() {
+    let mut world = World::new().await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    let first = world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap();
+    let cheap = Passwords::new(
+        HashCost {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        1,
+    )
+    .unwrap();
+    let old = cheap
+        .hash(&Password::parse("correct horse battery").unwrap())
+        .await
+        .unwrap();
+    set_stored_hash(&world, "alice", &old).await;
+
+    world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap();
+
+    let new = stored_hash(&world, "alice").await;
+    assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
+    assert!(world.app.validate(&first.access_token).await.valid);
+    assert!(
+        world
+            .app
+            .login("alice", "correct horse battery")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_stored_hash_of_absurd_cost_is_refused_not_run() {
+    let mut world = World::new().await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    let hash = stored_hash(&world, "alice").await;
+    set_stored_hash(&world, "alice", &hash.replace("m=19456,", "m=4194304,")).await;
+
+    let status = world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
