@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// How long shutdown waits for calls in flight before dropping them.
     #[arg(long, env = "AUTHD_SHUTDOWN_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
     pub shutdown_grace_period: Duration,
+    /// How long one call may run before it is cancelled (CANCELLED).
+    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
 }
 
 /// The user subcommands; each takes the storage flags after its name.
@@ -284,6 +287,7 @@ impl ServeArgs {
                 batch_size: self.purge_batch_size,
             },
             shutdown_grace_period: self.shutdown_grace_period,
+            request_timeout: self.request_timeout,
         }
     }
 }

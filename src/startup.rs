@@ -14,6 +14,18 @@ use crate::{
     store::{DatabaseSettings, Store},
 };
 
+/// The largest request message accepted. Ours are far smaller (a token is
+/// at most 8 KiB); larger ones are refused before they are decoded.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Concurrent HTTP/2 streams one client connection may open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Streams the server may reset for protocol errors before it closes the
+/// connection (a client provoking resets on purpose is cut off).
+const MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// Streams a client may open and reset before they are accepted
+/// ("rapid reset", CVE-2023-44487).
+const MAX_PENDING_ACCEPT_RESETS: usize = 64;
+
 /// Everything `authd serve` needs to know.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -31,6 +43,8 @@ pub struct ServeSettings {
     pub purge: PurgeSettings,
     /// How long shutdown waits for calls in flight.
     pub shutdown_grace_period: Duration,
+    /// How long one call may run before it is cancelled.
+    pub request_timeout: Duration,
 }
 
 /// A server that is bound and connected, ready to run.
@@ -127,11 +141,22 @@ impl Application {
         };
 
         tracing::info!(%addr, "authd is serving");
+        let api =
+            AuthServiceServer::new(AuthApi::new(auth)).max_decoding_message_size(MAX_REQUEST_BYTES);
         let server = Server::builder()
+            // tonic leaves these to hyper's defaults; an auth service states
+            // its own.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .timeout(settings.request_timeout)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthApi::new(auth)))
+            .add_service(api)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 begin_shutdown,

@@ -106,6 +106,7 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
             batch_size: 10_000,
         },
         shutdown_grace_period: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
     }
 }
 

@@ -120,3 +120,30 @@ async fn reflection_v1_lists_the_services() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn ten_thousand_streams_on_one_connection_are_all_answered() {
+    let mut world = World::new().await;
+    let login = world.alice_token().await;
+    // One channel is one HTTP/2 connection; the server allows 256 streams
+    // at a time on it, so the client queues the rest.
+    let calls = (0..10_000).map(|i| {
+        let mut client = world.app.client.clone();
+        async move {
+            client
+                .validate_token(authd::grpc::pb::ValidateTokenRequest {
+                    access_token: format!("not-a-token-{i}"),
+                })
+                .await
+                .map(|r| r.into_inner().reason())
+        }
+    });
+
+    let answers = futures_util::future::join_all(calls).await;
+
+    assert_eq!(answers.len(), 10_000);
+    for answer in answers {
+        assert_eq!(answer.unwrap(), TokenInvalidReason::Malformed);
+    }
+    assert!(world.app.validate(&login.access_token).await.valid);
+}

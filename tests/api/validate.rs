@@ -202,3 +202,17 @@ async fn a_reencoded_copy_of_a_revoked_token_is_still_revoked() {
 
     assert_eq!(reason_of(&mut world, &copy).await, Revoked);
 }
+
+#[tokio::test]
+async fn a_message_over_16_kib_is_refused_before_decoding() {
+    let mut world = World::new().await;
+
+    let status = world
+        .app
+        .try_validate(&"a".repeat(17 * 1024))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+}
