@@ -387,6 +387,28 @@ impl Forger {
         jsonwebtoken::encode(header, claims, &self.key).unwrap()
     }
 
+    /// Signs header and payload given as raw JSON text, byte for byte (to
+    /// forge what a serializer would never write: duplicate keys, say).
+    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header_json),
+            URL_SAFE_NO_PAD.encode(payload_json)
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &self.key,
+            jsonwebtoken::Algorithm::EdDSA,
+        )
+        .unwrap();
+        format!("{message}.{signature}")
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
     /// Claims like those of `real_token`, with `changes` merged in (a null
     /// value removes the claim).
     pub fn claims_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {

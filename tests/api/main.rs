@@ -7,5 +7,6 @@ mod logout;
 mod operations;
 mod passwords;
 mod purge;
+mod token_attacks;
 mod user_revocation;
 mod validate;
