@@ -76,7 +76,33 @@ async fn attack_table() {
         )
     };
 
+    // Another Ed25519 key: signing with our kid, and with its own.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_path = other_dir.path().join("other.pem");
+    let other_kid = authd::auth::SigningKey::load_or_generate(&other_path)
+        .unwrap()
+        .kid()
+        .to_owned();
+    let other_key =
+        jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(&other_path).unwrap()).unwrap();
+    let mut other_header = forger.header();
+    other_header.kid = Some(other_kid);
+    let by_other_key_our_kid = jsonwebtoken::encode(&forger.header(), &claims, &other_key).unwrap();
+    let by_other_key_its_kid = jsonwebtoken::encode(&other_header, &claims, &other_key).unwrap();
+
     let cases: Vec<(&str, String, &[TokenInvalidReason])> = vec![
+        ("one character", "x".to_owned(), &[Malformed]),
+        ("three junk segments", "a.b.c".to_owned(), &[Malformed]),
+        (
+            "another key, our kid",
+            by_other_key_our_kid,
+            &[BadSignature],
+        ),
+        (
+            "another key, its own kid",
+            by_other_key_its_kid,
+            &[BadSignature],
+        ),
         // alg none, in every spelling, with an empty or missing signature.
         (
             "alg none, empty signature",
@@ -253,6 +279,7 @@ async fn attack_table() {
             signed(json!({"iat": now().to_string()})),
             &[Malformed],
         ),
+        ("iat missing", signed(json!({"iat": null})), &[Malformed]),
         ("iss missing", signed(json!({"iss": null})), &[Malformed]),
         ("aud missing", signed(json!({"aud": null})), &[Malformed]),
         ("sub missing", signed(json!({"sub": null})), &[Malformed]),
