@@ -11,7 +11,7 @@ use crate::store::{PurgeOutcome, Store, StoreError};
 /// How often and in what batches to purge.
 #[derive(Debug, Clone, Copy)]
 pub struct PurgeSettings {
-    /// Time between passes; the first runs at start-up.
+    /// Time between passes; the first runs one interval after start-up.
     pub interval: Duration,
     /// Rows deleted per statement.
     pub batch_size: u32,
@@ -31,7 +31,8 @@ pub async fn purge_once(store: &Store, batch_size: u32) -> Result<PurgeOutcome, 
 /// pass is logged and retried at the next tick; a pass in progress when
 /// `stop` fires is abandoned (what it deleted stays deleted).
 pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(settings.interval);
+    let first = tokio::time::Instant::now() + settings.interval;
+    let mut ticks = tokio::time::interval_at(first, settings.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

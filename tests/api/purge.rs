@@ -4,7 +4,7 @@ use authd::store::{PurgeOutcome, Store};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::helpers::World;
+use crate::helpers::{TestDb, World, revoked_rows};
 
 async fn insert_revocations(pool: &PgPool, count: usize, expires_at: OffsetDateTime) {
     for _ in 0..count {
@@ -18,18 +18,26 @@ async fn insert_revocations(pool: &PgPool, count: usize, expires_at: OffsetDateT
     }
 }
 
+/// A migrated database with no server on it: no purge task races the test.
+async fn quiet_database() -> (TestDb, PgPool) {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    authd::store::MIGRATOR.run(&pool).await.unwrap();
+    (db, pool)
+}
+
 #[tokio::test]
 async fn purge_removes_expired_rows_in_batches_and_keeps_live_ones() {
-    let world = World::new().await;
+    let (_db, pool) = quiet_database().await;
     let now = OffsetDateTime::now_utc();
-    insert_revocations(&world.pool, 25, now - time::Duration::hours(1)).await;
-    insert_revocations(&world.pool, 3, now + time::Duration::hours(1)).await;
-    let store = Store::from_pool(world.pool.clone());
+    insert_revocations(&pool, 25, now - time::Duration::hours(1)).await;
+    insert_revocations(&pool, 3, now + time::Duration::hours(1)).await;
+    let store = Store::from_pool(pool.clone());
 
     let outcome = store.purge_expired(now, 10).await.unwrap();
 
     assert_eq!(outcome, PurgeOutcome::Removed(25));
-    assert_eq!(world.revoked_rows().await, 3);
+    assert_eq!(revoked_rows(&pool).await, 3);
     assert_eq!(
         store.purge_expired(now, 10).await.unwrap(),
         PurgeOutcome::Removed(0)
@@ -60,11 +68,11 @@ async fn a_logged_out_token_stays_revoked_until_exp_plus_leeway() {
 
 #[tokio::test]
 async fn only_one_process_purges_at_a_time() {
-    let world = World::new().await;
+    let (_db, pool) = quiet_database().await;
     let now = OffsetDateTime::now_utc();
-    insert_revocations(&world.pool, 2, now - time::Duration::hours(1)).await;
-    let store = Store::from_pool(world.pool.clone());
-    let mut holder = world.pool.acquire().await.unwrap();
+    insert_revocations(&pool, 2, now - time::Duration::hours(1)).await;
+    let store = Store::from_pool(pool.clone());
+    let mut holder = pool.acquire().await.unwrap();
     sqlx::query("select pg_advisory_lock($1)")
         .bind(0x6175_7468_6470_7572_i64)
         .execute(&mut *holder)
@@ -89,9 +97,7 @@ async fn only_one_process_purges_at_a_time() {
 
 #[tokio::test]
 async fn the_server_purges_on_its_own() {
-    let db = crate::helpers::TestDb::new().await;
-    let pool = db.pool().await;
-    authd::store::MIGRATOR.run(&pool).await.unwrap();
+    let (db, pool) = quiet_database().await;
     insert_revocations(
         &pool,
         4,
@@ -110,10 +116,11 @@ async fn the_server_purges_on_its_own() {
 
     let app = crate::helpers::TestApp::spawn(settings).await;
 
-    // The first pass runs at start-up; wait for its effect, bounded.
+    // The first pass runs one interval (1 s) after start; wait for its
+    // effect, bounded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if crate::helpers::revoked_rows(&pool).await == 1 {
+        if revoked_rows(&pool).await == 1 {
             break;
         }
         assert!(
