@@ -44,7 +44,7 @@ pub enum AuthError {
 impl From<StoreError> for AuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => Self::Unavailable(err),
+            StoreError::Unavailable(_) | StoreError::TimedOut(_) => Self::Unavailable(err),
             StoreError::Query(_) => Self::Internal(err.into()),
         }
     }

@@ -29,6 +29,10 @@ pub struct DatabaseSettings {
     /// How long a request waits for a connection before it fails as
     /// unavailable (sqlx's default of 30 s would leave clients hanging).
     pub acquire_timeout: Duration,
+    /// How long one database operation (waiting for a connection included)
+    /// may take before it fails as unavailable: a server that stops
+    /// answering on an open connection must not hang the caller.
+    pub operation_timeout: Duration,
 }
 
 impl DatabaseSettings {
@@ -38,6 +42,7 @@ impl DatabaseSettings {
             url,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -48,6 +53,10 @@ pub enum StoreError {
     /// The database cannot be reached right now: worth retrying later.
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database did not answer in time (it may be stopped, or the
+    /// network may have dropped it without a word).
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(Duration),
     /// The database answered with an error that a retry will not fix.
     #[error("a database query failed")]
     Query(#[source] sqlx::Error),
@@ -84,6 +93,8 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// The bound on each operation, from [`DatabaseSettings::operation_timeout`].
+    deadline: Duration,
 }
 
 impl Store {
@@ -111,12 +122,30 @@ impl Store {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            deadline: settings.operation_timeout,
+        })
     }
 
-    /// Wraps a pool made elsewhere (the tests make their own).
+    /// Wraps a pool made elsewhere (the tests make their own), with the
+    /// default operation timeout.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            deadline: DatabaseSettings::new(SecretString::from(String::new())).operation_timeout,
+        }
+    }
+
+    /// Runs one database operation under the operation deadline.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.deadline, operation).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::TimedOut(self.deadline)),
+        }
     }
 
     /// Applies the migrations that have not run yet.
@@ -132,7 +161,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when it does not answer.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("select 1").execute(&self.pool).await?;
+        self.bounded(sqlx::query("select 1").execute(&self.pool))
+            .await?;
         Ok(())
     }
 

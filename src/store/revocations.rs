@@ -57,18 +57,20 @@ impl Store {
         jti: Uuid,
         user: UserId,
     ) -> Result<TokenStanding, StoreError> {
-        Ok(sqlx::query_as::<_, TokenStanding>(
-            "select exists (select 1 from revoked_tokens where jti = $1) as jti_revoked, \
+        self.bounded(
+            sqlx::query_as::<_, TokenStanding>(
+                "select exists (select 1 from revoked_tokens where jti = $1) as jti_revoked, \
                     u.id is not null as user_exists, \
                     u.disabled_at is not null as user_disabled, \
                     u.tokens_valid_after \
              from (values (1)) as one \
              left join users u on u.id = $2",
+            )
+            .bind(jti)
+            .bind(user.as_uuid())
+            .fetch_one(&self.pool),
         )
-        .bind(jti)
-        .bind(user.as_uuid())
-        .fetch_one(&self.pool)
-        .await?)
+        .await
     }
 
     /// Records the revocation of token `jti` until `expires_at`. Returns
@@ -83,15 +85,18 @@ impl Store {
         user: UserId,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "insert into revoked_tokens (jti, user_id, expires_at) values ($1, $2, $3) \
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "insert into revoked_tokens (jti, user_id, expires_at) values ($1, $2, $3) \
              on conflict (jti) do nothing",
-        )
-        .bind(jti)
-        .bind(user.as_uuid())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(jti)
+                .bind(user.as_uuid())
+                .bind(expires_at)
+                .execute(&self.pool),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -110,34 +115,42 @@ impl Store {
         now: OffsetDateTime,
         batch_size: u32,
     ) -> Result<PurgeOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await?.detach();
-        let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(PURGE_LOCK_KEY)
-            .fetch_one(&mut conn)
+        let mut conn = self.bounded(self.pool.acquire()).await?.detach();
+        let locked: bool = self
+            .bounded(
+                sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                    .bind(PURGE_LOCK_KEY)
+                    .fetch_one(&mut conn),
+            )
             .await?;
         if !locked {
             return Ok(PurgeOutcome::Busy);
         }
         let mut removed = 0;
         loop {
-            let done = sqlx::query(
-                "delete from revoked_tokens where jti in ( \
+            let done = self
+                .bounded(
+                    sqlx::query(
+                        "delete from revoked_tokens where jti in ( \
                      select jti from revoked_tokens where expires_at < $1 \
                      order by expires_at limit $2)",
-            )
-            .bind(now)
-            .bind(i64::from(batch_size))
-            .execute(&mut conn)
-            .await?;
+                    )
+                    .bind(now)
+                    .bind(i64::from(batch_size))
+                    .execute(&mut conn),
+                )
+                .await?;
             removed += done.rows_affected();
             if done.rows_affected() < u64::from(batch_size) {
                 break;
             }
         }
-        sqlx::query("select pg_advisory_unlock($1)")
-            .bind(PURGE_LOCK_KEY)
-            .execute(&mut conn)
-            .await?;
+        self.bounded(
+            sqlx::query("select pg_advisory_unlock($1)")
+                .bind(PURGE_LOCK_KEY)
+                .execute(&mut conn),
+        )
+        .await?;
         Ok(PurgeOutcome::Removed(removed))
     }
 }

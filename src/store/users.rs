@@ -82,12 +82,12 @@ impl Store {
         &self,
         username: &Username,
     ) -> Result<Option<UserRecord>, StoreError> {
-        Ok(
+        self.bounded(
             sqlx::query_as::<_, UserRecord>(select_users!("where lower(username) = lower($1)"))
                 .bind(username.as_str())
-                .fetch_optional(&self.pool)
-                .await?,
+                .fetch_optional(&self.pool),
         )
+        .await
     }
 
     /// Every user, by name.
@@ -95,11 +95,11 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the database fails.
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        Ok(
+        self.bounded(
             sqlx::query_as::<_, UserRecord>(select_users!("order by lower(username)"))
-                .fetch_all(&self.pool)
-                .await?,
+                .fetch_all(&self.pool),
         )
+        .await
     }
 
     /// Adds a user.
@@ -107,21 +107,23 @@ impl Store {
     /// # Errors
     /// [`AddUserError::NameTaken`] when the name is in use, whatever its case.
     pub async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
-        let result = sqlx::query(
+        let result = self.bounded(sqlx::query(
             "insert into users (id, username, password_hash, roles) values ($1, $2, $3, $4)",
         )
         .bind(user.id.as_uuid())
         .bind(user.username.as_str())
         .bind(user.password_hash)
         .bind(user.roles)
-        .execute(&self.pool)
+        .execute(&self.pool))
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(err)) if err.constraint() == Some("users_username_key") => {
+            Err(StoreError::Query(sqlx::Error::Database(err)))
+                if err.constraint() == Some("users_username_key") =>
+            {
                 Err(AddUserError::NameTaken)
             }
-            Err(err) => Err(AddUserError::Store(err.into())),
+            Err(err) => Err(AddUserError::Store(err)),
         }
     }
 
@@ -136,16 +138,19 @@ impl Store {
         password_hash: &str,
         cutoff: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "update users set password_hash = $2, \
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "update users set password_hash = $2, \
              tokens_valid_after = greatest(tokens_valid_after, $3) \
              where lower(username) = lower($1)",
-        )
-        .bind(username.as_str())
-        .bind(password_hash)
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(username.as_str())
+                .bind(password_hash)
+                .bind(cutoff)
+                .execute(&self.pool),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -161,13 +166,17 @@ impl Store {
         old: &str,
         new: &str,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("update users set password_hash = $3 where id = $1 and password_hash = $2")
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "update users set password_hash = $3 where id = $1 and password_hash = $2",
+                )
                 .bind(user.as_uuid())
                 .bind(old)
                 .bind(new)
-                .execute(&self.pool)
-                .await?;
+                .execute(&self.pool),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -181,15 +190,18 @@ impl Store {
         username: &Username,
         cutoff: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "update users set disabled_at = coalesce(disabled_at, now()), \
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "update users set disabled_at = coalesce(disabled_at, now()), \
              tokens_valid_after = greatest(tokens_valid_after, $2) \
              where lower(username) = lower($1)",
-        )
-        .bind(username.as_str())
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(username.as_str())
+                .bind(cutoff)
+                .execute(&self.pool),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -199,11 +211,15 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the database fails.
     pub async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("update users set disabled_at = null where lower(username) = lower($1)")
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "update users set disabled_at = null where lower(username) = lower($1)",
+                )
                 .bind(username.as_str())
-                .execute(&self.pool)
-                .await?;
+                .execute(&self.pool),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -213,9 +229,12 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the database fails.
     pub async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
-        let done = sqlx::query("delete from users where lower(username) = lower($1)")
-            .bind(username.as_str())
-            .execute(&self.pool)
+        let done = self
+            .bounded(
+                sqlx::query("delete from users where lower(username) = lower($1)")
+                    .bind(username.as_str())
+                    .execute(&self.pool),
+            )
             .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -299,11 +299,23 @@ pub async fn revoked_rows(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-/// A TCP proxy in front of the PostgreSQL server that a test can cut
-/// (every connection dropped, new ones refused) and restore.
+/// What a [`DbProxy`] does with the bytes it is given.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Link {
+    /// Forwards both ways.
+    Up,
+    /// Drops every connection and refuses new ones.
+    Cut,
+    /// Keeps connections open but forwards nothing: a server that was
+    /// stopped (SIGSTOP) or a network that silently drops packets.
+    Frozen,
+}
+
+/// A TCP proxy in front of the PostgreSQL server that a test can cut,
+/// freeze and restore.
 pub struct DbProxy {
     pub port: u16,
-    up: watch::Sender<bool>,
+    link: watch::Sender<Link>,
     _accept: Arc<JoinHandle<()>>,
 }
 
@@ -315,43 +327,58 @@ impl DbProxy {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (up, _) = watch::channel(true);
-        let up_rx = up.subscribe();
+        let (link, _) = watch::channel(Link::Up);
+        let link_rx = link.subscribe();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
-                let mut up = up_rx.clone();
-                if !*up.borrow() {
-                    drop(client);
-                    continue;
-                }
+                let mut link = link_rx.clone();
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
+                    let state = *link.borrow_and_update();
+                    match state {
+                        Link::Cut => return,
+                        // Accepted, never answered, until the link changes.
+                        Link::Frozen => {
+                            let _ = link.changed().await;
+                            return;
+                        }
+                        Link::Up => {}
+                    }
                     let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = up.wait_for(|up| !*up) => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                        _ = link.wait_for(|l| *l != Link::Up) => {}
+                    }
+                    // Frozen: hold both ends silent; any later change drops them.
+                    let state = *link.borrow();
+                    if state == Link::Frozen {
+                        let _ = link.changed().await;
                     }
                 });
             }
         });
         Self {
             port,
-            up,
+            link,
             _accept: Arc::new(accept),
         }
     }
 
     pub fn cut(&self) {
-        self.up.send_replace(false);
+        self.link.send_replace(Link::Cut);
+    }
+
+    pub fn freeze(&self) {
+        self.link.send_replace(Link::Frozen);
     }
 
     pub fn restore(&self) {
-        self.up.send_replace(true);
+        self.link.send_replace(Link::Up);
     }
 }
 

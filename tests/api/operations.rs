@@ -147,3 +147,57 @@ async fn ten_thousand_streams_on_one_connection_are_all_answered() {
     }
     assert!(world.app.validate(&login.access_token).await.valid);
 }
+
+#[tokio::test]
+async fn a_database_that_stops_answering_makes_calls_unavailable_not_hung() {
+    let proxy = DbProxy::start().await;
+    let mut world = World::behind(&proxy).await;
+    let login = world.alice_token().await;
+    let app = &mut world.app;
+
+    proxy.freeze();
+
+    // Each call gives up after the 3 s database deadline, well inside the
+    // 10 s request timeout, which would answer CANCELLED instead.
+    let validate = app.try_validate(&login.access_token).await.unwrap_err();
+    let login_again = app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap_err();
+    let logout = app.logout(&login.access_token).await.unwrap_err();
+    for status in [&validate, &login_again, &logout] {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    app.wait_for_health("", ServingStatus::NotServing).await;
+
+    proxy.restore();
+
+    app.wait_for_health("", ServingStatus::Serving).await;
+    assert!(app.validate(&login.access_token).await.valid);
+}
+
+#[tokio::test]
+async fn a_query_on_a_connection_that_goes_silent_times_out_as_unavailable() {
+    use authd::store::{Store, StoreError};
+
+    let proxy = DbProxy::start().await;
+    let db = crate::helpers::TestDb::new().await;
+    authd::store::MIGRATOR.run(&db.pool().await).await.unwrap();
+    // No ping before use: the query itself meets the silent connection, so
+    // only the store's own deadline can end it.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect(&db.url_via(Some(proxy.port)))
+        .await
+        .unwrap();
+    let store = Store::from_pool(pool);
+    store.ping().await.unwrap();
+
+    proxy.freeze();
+
+    let answer = tokio::time::timeout(Duration::from_secs(20), store.ping())
+        .await
+        .expect("the store gives up on its own");
+    assert!(matches!(answer, Err(StoreError::TimedOut(_))), "{answer:?}");
+}
