@@ -186,11 +186,6 @@ impl Passwords {
         .await
     }
 
-    /// The cost of new hashes.
-    pub fn cost(&self) -> HashCost {
-        self.cost
-    }
-
     async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
