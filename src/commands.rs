@@ -37,6 +37,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(args.settings()).await?;
+    if app.store().count_users().await? == 0 {
+        tracing::warn!(
+            "there are no users yet; add one with: {}",
+            args.storage.add_user_command()
+        );
+    }
     app.run_until_stopped(shutdown_signal()).await
 }
 

@@ -1,17 +1,22 @@
 //! The command line: subcommands and flags, each flag with its environment
 //! variable. Parsed values are turned into the settings the rest uses.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
-use secrecy::SecretString;
+use secrecy::ExposeSecret as _;
 
 use crate::{
     auth::{HashCost, PasswordPolicy, TokenSettings},
     domain::Role,
     jobs::purge::PurgeSettings,
     startup::ServeSettings,
-    store::DatabaseSettings,
+    store::{DatabaseSettings, DatabaseUrl},
 };
 
 /// authd: a gRPC authentication service. Login issues signed JWT access
@@ -46,15 +51,20 @@ pub enum Command {
     Purge(PurgeArgs),
 }
 
+/// Where local state lives unless `--data-dir` says otherwise.
+const DEFAULT_DATA_DIR: &str = "./authd-data";
+
 /// Where the data lives.
 #[derive(Debug, Args)]
 pub struct StorageArgs {
-    /// PostgreSQL URL, e.g. postgres://authd@127.0.0.1:5432/authd. The
-    /// database is created when the server allows it and it does not exist.
+    /// The database: postgres://USER@HOST:PORT/DB (created when missing and
+    /// the server allows it) or sqlite://PATH. Default: the SQLite file
+    /// <data-dir>/authd.db, created on first use.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
-    pub database_url: SecretString,
-    /// Directory for local state (the generated signing key).
-    #[arg(long, env = "AUTHD_DATA_DIR", default_value = "./authd-data")]
+    pub database_url: Option<DatabaseUrl>,
+    /// Directory for local state: the generated signing key, and the SQLite
+    /// database when no --database-url is given.
+    #[arg(long, env = "AUTHD_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
 
@@ -259,9 +269,36 @@ impl Cli {
 }
 
 impl StorageArgs {
+    /// The command that adds a user to this same database, as the operator
+    /// would type it (a password in a PostgreSQL URL shown as `PASSWORD`).
+    pub fn add_user_command(&self) -> String {
+        let program = std::env::args()
+            .next()
+            .unwrap_or_else(|| "authd".to_owned());
+        let mut command = format!("{program} user add NAME");
+        if self.data_dir != Path::new(DEFAULT_DATA_DIR) {
+            command.push_str(&format!(" --data-dir {}", self.data_dir.display()));
+        }
+        match &self.database_url {
+            None => {}
+            Some(DatabaseUrl::Sqlite(path)) => {
+                command.push_str(&format!(" --database-url sqlite://{}", path.display()));
+            }
+            Some(DatabaseUrl::Postgres(url)) => {
+                command.push_str(" --database-url ");
+                command.push_str(&without_password(url.expose_secret()));
+            }
+        }
+        command
+    }
+
     /// The database settings.
     pub fn database(&self) -> DatabaseSettings {
-        DatabaseSettings::new(self.database_url.clone())
+        DatabaseSettings::new(
+            self.database_url
+                .clone()
+                .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("authd.db"))),
+        )
     }
 }
 
@@ -292,12 +329,23 @@ impl ServeArgs {
     }
 }
 
-fn parse_database_url(raw: &str) -> Result<SecretString, String> {
-    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        Ok(SecretString::from(raw.to_owned()))
-    } else {
-        Err("must be a postgres:// URL".to_owned())
+/// `postgres://user:secret@host/db` as `postgres://user:PASSWORD@host/db`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:PASSWORD{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
+}
+
+fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
+    raw.parse()
 }
 
 fn duration(raw: &str) -> Result<Duration, String> {
@@ -343,6 +391,53 @@ mod tests {
         assert_eq!(
             settings.signing_key_file,
             PathBuf::from("./authd-data/signing-key.pem")
+        );
+    }
+
+    #[test]
+    fn without_a_url_the_database_is_sqlite_in_the_data_dir() {
+        let storage = StorageArgs {
+            database_url: None,
+            data_dir: PathBuf::from("/srv/authd"),
+        };
+        match storage.database().url {
+            DatabaseUrl::Sqlite(path) => assert_eq!(path, PathBuf::from("/srv/authd/authd.db")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_add_user_hint_names_the_same_database_without_its_password() {
+        let storage = |url: Option<&str>, dir: &str| StorageArgs {
+            database_url: url.map(|u| u.parse().unwrap()),
+            data_dir: PathBuf::from(dir),
+        };
+        let hint = storage(None, DEFAULT_DATA_DIR).add_user_command();
+        assert!(hint.ends_with(" user add NAME"), "{hint}");
+        let hint = storage(None, "/srv/authd").add_user_command();
+        assert!(
+            hint.ends_with(" user add NAME --data-dir /srv/authd"),
+            "{hint}"
+        );
+        let hint = storage(Some("sqlite:///srv/a.db"), DEFAULT_DATA_DIR).add_user_command();
+        assert!(
+            hint.ends_with(" --database-url sqlite:///srv/a.db"),
+            "{hint}"
+        );
+        let hint = storage(
+            Some("postgres://authd:s3cret@db:5432/authd"),
+            DEFAULT_DATA_DIR,
+        )
+        .add_user_command();
+        assert!(
+            hint.ends_with(" --database-url postgres://authd:PASSWORD@db:5432/authd"),
+            "{hint}"
+        );
+        assert!(!hint.contains("s3cret"));
+        let hint = storage(Some("postgres://authd@db/authd"), DEFAULT_DATA_DIR).add_user_command();
+        assert!(
+            hint.ends_with(" --database-url postgres://authd@db/authd"),
+            "{hint}"
         );
     }
 

@@ -84,6 +84,11 @@ impl Application {
         })
     }
 
+    /// The store the server runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The address the server listens on (useful with port 0).
     ///
     /// # Errors
@@ -140,7 +145,7 @@ impl Application {
             }
         };
 
-        tracing::info!(%addr, "authd is serving");
+        tracing::info!(%addr, database = store.backend_name(), "authd is serving");
         let api =
             AuthServiceServer::new(AuthApi::new(auth)).max_decoding_message_size(MAX_REQUEST_BYTES);
         let server = Server::builder()

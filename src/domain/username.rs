@@ -1,11 +1,14 @@
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization as _;
+
 use super::InvalidInput;
 
 /// A user's name: 1 to 256 bytes of UTF-8 without control characters.
 ///
-/// Names are matched case-insensitively by the store; this type keeps the
-/// spelling it was given.
+/// Names are matched by [`Username::key`]: whatever the letter case and
+/// whether accents are composed or not. This type keeps the spelling it was
+/// given, for display.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);
 
@@ -42,6 +45,14 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The form names are matched and kept unique by: lower case, then
+    /// Unicode NFC. Computed here rather than by the database so that every
+    /// backend and locale agrees (`Élodie`, `ÉLODIE` and `e` + U+0301 +
+    /// `lodie` are one name).
+    pub fn key(&self) -> String {
+        self.0.to_lowercase().nfc().collect()
+    }
 }
 
 impl fmt::Debug for Username {
@@ -65,6 +76,16 @@ mod tests {
         assert!(Username::parse("alice").is_ok());
         assert!(Username::parse("é".repeat(128)).is_ok());
         assert!(Username::parse("a".repeat(Username::MAX_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn the_key_ignores_case_and_composition() {
+        let key = |raw: &str| Username::parse(raw).unwrap().key();
+        assert_eq!(key("Alice"), "alice");
+        assert_eq!(key("ÉLODIE"), key("élodie"));
+        assert_eq!(key("E\u{301}lodie"), key("élodie"));
+        assert_eq!(key("élodie"), "\u{e9}lodie");
+        assert_ne!(key("alice"), key("alicé"));
     }
 
     #[test]

@@ -1,48 +1,97 @@
-//! PostgreSQL storage: the only place that speaks SQL, one module per table.
+//! Storage: the only place that speaks SQL.
+//!
+//! [`Store`] is the one interface the rest of authd sees. Behind it runs
+//! one of two backends, chosen once from the database URL at start-up:
+//!
+//! - [`postgres`]: for production and for several instances on several
+//!   hosts;
+//! - [`sqlite`]: an embedded file, the default when no URL is given, for
+//!   development and small single-host installations (several processes on
+//!   one host may share the file).
+//!
+//! Both keep the same tables (`users`, `revoked_tokens`) and behave the
+//! same; each has its migrations, embedded in the binary.
 
-mod revocations;
-mod users;
+pub mod postgres;
+mod records;
+pub mod sqlite;
 
-use std::time::Duration;
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
-use sqlx::{
-    ConnectOptions, Connection, PgConnection, PgPool,
-    migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
-pub use revocations::{PurgeOutcome, TokenStanding};
-pub use users::{AddUserError, NewUser, UserRecord};
+pub use records::{AddUserError, NewUser, PurgeOutcome, TokenStanding, UserRecord};
 
-/// The schema, embedded in the binary; used by `authd migrate`, by
-/// `authd serve` at start-up and by the tests.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+use crate::domain::{UserId, Username};
+
+/// How long one database operation may take unless configured otherwise.
+const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the data lives, as given by `DATABASE_URL`.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    /// A PostgreSQL server: `postgres://…` (the URL may carry a password).
+    Postgres(SecretString),
+    /// An SQLite file on this host: `sqlite://PATH`.
+    Sqlite(PathBuf),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(_) => f.write_str("Postgres([REDACTED])"),
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(SecretString::from(raw.to_owned())));
+        }
+        match raw.strip_prefix("sqlite://") {
+            Some("") => {
+                Err("sqlite:// needs a file path, e.g. sqlite://authd-data/authd.db".into())
+            }
+            Some(path) if path.contains('?') => {
+                Err("sqlite:// takes a file path only, without ?options".into())
+            }
+            Some(path) => Ok(Self::Sqlite(PathBuf::from(path))),
+            None => Err("must be a postgres:// or sqlite:// URL".into()),
+        }
+    }
+}
 
 /// How to reach the database and how many connections to keep.
 #[derive(Clone, Debug)]
 pub struct DatabaseSettings {
-    /// A `postgres://` URL; it may carry a password, hence the secret.
-    pub url: SecretString,
+    /// Which backend, and where.
+    pub url: DatabaseUrl,
     /// The most connections this process opens.
     pub max_connections: u32,
     /// How long a request waits for a connection before it fails as
     /// unavailable (sqlx's default of 30 s would leave clients hanging).
     pub acquire_timeout: Duration,
-    /// How long one database operation (waiting for a connection included)
-    /// may take before it fails as unavailable: a server that stops
-    /// answering on an open connection must not hang the caller.
+    /// How long one database operation (waiting for a connection or for
+    /// SQLite's write lock included) may take before it fails as
+    /// unavailable: a server that stops answering on an open connection
+    /// must not hang the caller.
     pub operation_timeout: Duration,
 }
 
 impl DatabaseSettings {
     /// Settings with the defaults `authd` uses.
-    pub fn new(url: SecretString) -> Self {
+    pub fn new(url: DatabaseUrl) -> Self {
         Self {
             url,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
-            operation_timeout: Duration::from_secs(3),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 }
@@ -62,89 +111,86 @@ pub enum StoreError {
     Query(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if is_unavailable(&err) {
-            Self::Unavailable(err)
-        } else {
-            Self::Query(err)
-        }
-    }
+/// Errors of sqlx itself (not of the database) that mean "try again later".
+fn is_connection_failure(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
-fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // 08: connection exception; 53: insufficient resources;
-        // 57P: the server is shutting down or restarting.
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| ["08", "53", "57P"].iter().any(|c| code.starts_with(c))),
-        _ => false,
+/// Runs one database operation under `deadline`, sorting its failure with
+/// the backend's `unavailable` test.
+async fn bounded<T>(
+    deadline: Duration,
+    unavailable: fn(&sqlx::Error) -> bool,
+    operation: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(deadline, operation).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) if unavailable(&err) => Err(StoreError::Unavailable(err)),
+        Ok(Err(err)) => Err(StoreError::Query(err)),
+        Err(_) => Err(StoreError::TimedOut(deadline)),
     }
 }
 
 /// The database, behind a connection pool. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Store {
-    pool: PgPool,
-    /// The bound on each operation, from [`DatabaseSettings::operation_timeout`].
-    deadline: Duration,
+pub struct Store(Backend);
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Calls the same method on whichever backend runs.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match &$store.0 {
+            Backend::Postgres($backend) => $call,
+            Backend::Sqlite($backend) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Connects to the database, creating it first when the server says it
-    /// does not exist, so a new installation needs no manual `createdb`.
+    /// Opens the database the URL names: connects to PostgreSQL (creating
+    /// the database when the server says it does not exist), or opens the
+    /// SQLite file (creating it and its directory when missing).
     ///
     /// # Errors
-    /// When the URL is not a valid PostgreSQL URL, the server cannot be
-    /// reached, or the database does not exist and cannot be created.
+    /// When the database cannot be reached, opened or created.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-
-        let options: PgConnectOptions = settings
-            .url
-            .expose_secret()
-            .parse()
-            .context("DATABASE_URL is not a valid postgres:// URL")?;
-        let options = options.log_statements(tracing::log::LevelFilter::Debug);
-        create_database_if_missing(&options).await?;
-
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            .test_before_acquire(true)
-            .connect_with(options)
-            .await
-            .context("cannot connect to the database")?;
-        Ok(Self {
-            pool,
-            deadline: settings.operation_timeout,
+        Ok(match &settings.url {
+            DatabaseUrl::Postgres(url) => Self(Backend::Postgres(
+                postgres::PgStore::connect(url, settings).await?,
+            )),
+            DatabaseUrl::Sqlite(path) => Self(Backend::Sqlite(
+                sqlite::SqliteStore::open(path, settings).await?,
+            )),
         })
     }
 
-    /// Wraps a pool made elsewhere (the tests make their own), with the
-    /// default operation timeout.
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self {
+    /// Wraps a PostgreSQL pool made elsewhere (the tests make their own),
+    /// with the default operation timeout.
+    pub fn from_pg_pool(pool: sqlx::PgPool) -> Self {
+        Self(Backend::Postgres(postgres::PgStore::new(
             pool,
-            deadline: DatabaseSettings::new(SecretString::from(String::new())).operation_timeout,
-        }
+            DEFAULT_OPERATION_TIMEOUT,
+        )))
     }
 
-    /// Runs one database operation under the operation deadline.
-    async fn bounded<T>(
-        &self,
-        operation: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.deadline, operation).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(StoreError::TimedOut(self.deadline)),
+    /// Which backend runs, for the log: `postgres` or `sqlite`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.0 {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
         }
     }
 
@@ -152,8 +198,8 @@ impl Store {
     ///
     /// # Errors
     /// When a migration fails or the database cannot be reached.
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        on_backend!(self, store => store.migrate().await)
     }
 
     /// Asks the database for a trivial answer: is it there?
@@ -161,51 +207,193 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when it does not answer.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(sqlx::query("select 1").execute(&self.pool))
-            .await?;
-        Ok(())
+        on_backend!(self, store => store.ping().await)
     }
 
     /// Closes every connection; awaits the ones in use.
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_backend!(self, store => store.close().await);
+    }
+
+    /// Finds a user by name, whatever the letter case.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn find_user_by_name(
+        &self,
+        username: &Username,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        on_backend!(self, store => store.find_user_by_name(username).await)
+    }
+
+    /// Every user, by name.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        on_backend!(self, store => store.list_users().await)
+    }
+
+    /// How many users there are.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn count_users(&self) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.count_users().await)
+    }
+
+    /// Adds a user.
+    ///
+    /// # Errors
+    /// [`AddUserError::NameTaken`] when the name is in use, whatever its case.
+    pub async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
+        on_backend!(self, store => store.add_user(user).await)
+    }
+
+    /// Replaces a user's password hash and revokes the tokens issued before
+    /// `cutoff` (a later cut-off already in place stays). Returns false when
+    /// there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn set_password(
+        &self,
+        username: &Username,
+        password_hash: &str,
+        cutoff: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.set_password(username, password_hash, cutoff).await)
+    }
+
+    /// Replaces the hash `old` of a user by `new`, leaving its tokens be
+    /// (the password is the same, only its hash's cost changes). Returns
+    /// false when the hash is no longer `old`: a password change won.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn replace_password_hash(
+        &self,
+        user: UserId,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.replace_password_hash(user, old, new).await)
+    }
+
+    /// Disables a user and revokes the tokens issued before `cutoff`.
+    /// Returns false when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn disable_user(
+        &self,
+        username: &Username,
+        cutoff: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.disable_user(username, cutoff).await)
+    }
+
+    /// Lets a disabled user log in again. Tokens revoked by the disabling
+    /// stay revoked. Returns false when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.enable_user(username).await)
+    }
+
+    /// Deletes a user; its tokens stop validating because their `sub` no
+    /// longer names a user. Returns false when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.delete_user(username).await)
+    }
+
+    /// Reads, in one round trip, everything that could revoke the token
+    /// `jti` of `user`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails: the caller must then treat
+    /// the token's state as unknown.
+    pub async fn token_standing(
+        &self,
+        jti: Uuid,
+        user: UserId,
+    ) -> Result<TokenStanding, StoreError> {
+        on_backend!(self, store => store.token_standing(jti, user).await)
+    }
+
+    /// Records the revocation of token `jti` until `expires_at`. Returns
+    /// whether a row was written (false: it was revoked already). The row is
+    /// committed (on disk) when this returns.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then promised.
+    pub async fn revoke(
+        &self,
+        jti: Uuid,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.revoke(jti, user, expires_at).await)
+    }
+
+    /// Deletes the revocations whose `expires_at` is before `now`, at most
+    /// `batch_size` rows per statement so no lock is held for long. One
+    /// process purges at a time; another gets [`PurgeOutcome::Busy`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; the batches deleted before
+    /// the failure stay deleted.
+    pub async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
+    ) -> Result<PurgeOutcome, StoreError> {
+        on_backend!(self, store => store.purge_expired(now, batch_size).await)
     }
 }
 
-async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    let Some(name) = options.get_database().map(str::to_owned) else {
-        return Ok(());
-    };
-    match PgConnection::connect_with(options).await {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            return Ok(());
+    #[test]
+    fn urls_select_the_backend() {
+        assert!(matches!(
+            "postgres://u@h/db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(matches!(
+            "postgresql://u@h/db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        match "sqlite:///var/lib/authd/authd.db".parse::<DatabaseUrl>() {
+            Ok(DatabaseUrl::Sqlite(path)) => {
+                assert_eq!(path, PathBuf::from("/var/lib/authd/authd.db"))
+            }
+            other => panic!("{other:?}"),
         }
-        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("3D000") => {}
-        // Any other failure shows up, with its context, when the pool connects.
-        Err(_) => return Ok(()),
-    }
-    let mut conn = PgConnection::connect_with(&options.clone().database("postgres"))
-        .await
-        .with_context(|| {
-            format!(
-                "database {name:?} does not exist and the server cannot be reached to create it"
-            )
-        })?;
-    let create = format!("create database \"{}\"", name.replace('"', "\"\""));
-    match sqlx::query(sqlx::AssertSqlSafe(create))
-        .execute(&mut conn)
-        .await
-    {
-        Ok(_) => tracing::info!(database = %name, "created the database"),
-        // 42P04: another instance created it a moment ago.
-        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P04") => {}
-        Err(err) => {
-            return Err(err).with_context(|| format!("cannot create database {name:?}"));
+        match "sqlite://data/authd.db".parse::<DatabaseUrl>() {
+            Ok(DatabaseUrl::Sqlite(path)) => assert_eq!(path, PathBuf::from("data/authd.db")),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "mysql://h/db",
+            "sqlite://",
+            "sqlite::memory:",
+            "sqlite://a.db?mode=ro",
+            "",
+        ] {
+            assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
         }
     }
-    let _ = conn.close().await;
-    Ok(())
+
+    #[test]
+    fn a_postgres_url_is_not_printed() {
+        let url: DatabaseUrl = "postgres://u:hunter2@h/db".parse().unwrap();
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
 }

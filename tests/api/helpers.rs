@@ -15,58 +15,127 @@ use authd::{
     startup::{Application, ServeSettings},
     store::{DatabaseSettings, Store},
 };
-use secrecy::SecretString;
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool, SqlitePool};
+use time::OffsetDateTime;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-/// The server the tests create their databases on.
+/// The storage backends every behaviour is checked on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Declares the listed tests, each an `async fn(Backend)` of the module,
+/// once per backend: `postgres::name` and `sqlite::name`.
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(crate::helpers::Backend::Postgres).await
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(crate::helpers::Backend::Sqlite).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// The PostgreSQL server the tests create their databases on. Never
+/// skipped: without it the PostgreSQL half of the suite fails.
 pub fn server_url() -> url::Url {
     let raw = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     url::Url::parse(&raw).expect("DATABASE_URL is a URL")
 }
 
-/// A database of its own for one test, dropped when the test ends.
-pub struct TestDb {
-    name: String,
+/// A database of its own for one test, dropped when the test ends: a
+/// PostgreSQL database on the test server, or an SQLite file in a
+/// directory of its own.
+pub enum TestDb {
+    Postgres { name: String },
+    Sqlite { dir: tempfile::TempDir },
 }
 
 impl TestDb {
-    pub async fn new() -> Self {
-        let name = format!("authd_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(server_url().as_str())
-            .await
-            .expect("the test PostgreSQL server answers (set DATABASE_URL)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        Self { name }
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                let name = format!("authd_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = PgConnection::connect(server_url().as_str())
+                    .await
+                    .expect("the test PostgreSQL server answers (set DATABASE_URL)");
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                Self::Postgres { name }
+            }
+            Backend::Sqlite => Self::Sqlite {
+                dir: tempfile::tempdir().unwrap(),
+            },
+        }
     }
 
-    /// The database's URL, through `port` instead of the server's own.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Postgres { .. } => self.url_via(None),
+            Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("authd.db").display()),
+        }
+    }
+
+    /// The PostgreSQL database's URL, through `port` instead of the
+    /// server's own.
     pub fn url_via(&self, port: Option<u16>) -> String {
+        let Self::Postgres { name } = self else {
+            panic!("only a PostgreSQL database is reached through a port");
+        };
         let mut url = server_url();
-        url.set_path(&self.name);
+        url.set_path(name);
         if let Some(port) = port {
             url.set_port(Some(port)).unwrap();
         }
         url.to_string()
     }
 
-    pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url_via(None)).await.unwrap()
+    /// The store authd itself would open (migrated).
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&DatabaseSettings::new(self.url().parse().unwrap()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// A raw connection pool, for the test to look at or poke the tables.
+    pub async fn sql(&self) -> TestSql {
+        match self {
+            Self::Postgres { .. } => TestSql::Postgres(PgPool::connect(&self.url()).await.unwrap()),
+            Self::Sqlite { .. } => TestSql::Sqlite(SqlitePool::connect(&self.url()).await.unwrap()),
+        }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let Self::Postgres { name } = self else {
+            return;
+        };
+        let name = name.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on:
         // use a thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
@@ -88,11 +157,110 @@ impl Drop for TestDb {
     }
 }
 
+/// Raw SQL on a test database, for what the API does not show. Instants
+/// are Unix seconds on both sides.
+pub enum TestSql {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl TestSql {
+    pub async fn revoked_rows(&self) -> i64 {
+        let sql = "select count(*) from revoked_tokens";
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+
+    /// The `user_id` and `expires_at` of the one revocation there is.
+    pub async fn only_revocation(&self) -> (uuid::Uuid, i64) {
+        let sql = "select user_id, expires_at from revoked_tokens";
+        match self {
+            Self::Postgres(pool) => {
+                let (user, at): (uuid::Uuid, OffsetDateTime) =
+                    sqlx::query_as(sql).fetch_one(pool).await.unwrap();
+                (user, at.unix_timestamp())
+            }
+            Self::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+
+    pub async fn insert_revocations(&self, count: usize, expires_at: OffsetDateTime) {
+        let sql = "insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
+                   values ($1, $2, $3, $4)";
+        for _ in 0..count {
+            let (jti, user) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+            match self {
+                Self::Postgres(pool) => sqlx::query(sql)
+                    .bind(jti)
+                    .bind(user)
+                    .bind(expires_at)
+                    .bind(OffsetDateTime::now_utc())
+                    .execute(pool)
+                    .await
+                    .map(drop),
+                Self::Sqlite(pool) => sqlx::query(sql)
+                    .bind(jti)
+                    .bind(user)
+                    .bind(expires_at.unix_timestamp())
+                    .bind(now())
+                    .execute(pool)
+                    .await
+                    .map(drop),
+            }
+            .unwrap();
+        }
+    }
+
+    pub async fn password_hash(&self, username: &str) -> String {
+        let sql = "select password_hash from users where username = $1";
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(username).fetch_one(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).bind(username).fetch_one(pool).await,
+        }
+        .unwrap()
+    }
+
+    pub async fn set_password_hash(&self, username: &str, hash: &str) {
+        let sql = "update users set password_hash = $2 where username = $1";
+        match self {
+            Self::Postgres(pool) => sqlx::query(sql)
+                .bind(username)
+                .bind(hash)
+                .execute(pool)
+                .await
+                .map(drop),
+            Self::Sqlite(pool) => sqlx::query(sql)
+                .bind(username)
+                .bind(hash)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .unwrap();
+    }
+
+    /// Sets every user's cut-off to `at`.
+    pub async fn set_cutoff(&self, at: OffsetDateTime) {
+        let sql = "update users set tokens_valid_after = $1";
+        match self {
+            Self::Postgres(pool) => sqlx::query(sql).bind(at).execute(pool).await.map(drop),
+            Self::Sqlite(pool) => sqlx::query(sql)
+                .bind(at.unix_timestamp())
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .unwrap();
+    }
+}
+
 /// Settings for a test server: port 0, the given database and key file.
 pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
     ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseSettings::new(SecretString::from(database_url)),
+        database: DatabaseSettings::new(database_url.parse().unwrap()),
         signing_key_file: key_file,
         tokens: TokenSettings {
             issuer: "authd".to_owned(),
@@ -232,36 +400,39 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub app: TestApp,
     pub accounts: Accounts,
-    pub pool: PgPool,
+    pub sql: TestSql,
 }
 
 impl World {
-    pub async fn new() -> Self {
-        Self::reaching_the_database_through(None).await
+    pub async fn new(backend: Backend) -> Self {
+        let db = TestDb::new(backend).await;
+        let url = db.url();
+        Self::serving(db, url).await
     }
 
-    /// A world whose server reaches its database through `proxy`.
+    /// A world on PostgreSQL whose server reaches its database through
+    /// `proxy`.
     pub async fn behind(proxy: &DbProxy) -> Self {
-        Self::reaching_the_database_through(Some(proxy.port)).await
+        let db = TestDb::new(Backend::Postgres).await;
+        let url = db.url_via(Some(proxy.port));
+        Self::serving(db, url).await
     }
 
-    async fn reaching_the_database_through(port: Option<u16>) -> Self {
-        let db = TestDb::new().await;
+    async fn serving(db: TestDb, url: String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let settings = settings(db.url_via(port), dir.path().join("signing-key.pem"));
-        let app = TestApp::spawn(settings).await;
-        let pool = db.pool().await;
+        let app = TestApp::spawn(settings(url, dir.path().join("signing-key.pem"))).await;
         let accounts = Accounts::new(
-            Store::from_pool(pool.clone()),
+            db.store().await,
             Passwords::new(HashCost::default(), 2).unwrap(),
             PasswordPolicy::default(),
         );
+        let sql = db.sql().await;
         Self {
             db,
             dir,
             app,
             accounts,
-            pool,
+            sql,
         }
     }
 
@@ -288,15 +459,8 @@ impl World {
     }
 
     pub async fn revoked_rows(&self) -> i64 {
-        revoked_rows(&self.pool).await
+        self.sql.revoked_rows().await
     }
-}
-
-pub async fn revoked_rows(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from revoked_tokens")
-        .fetch_one(pool)
-        .await
-        .unwrap()
 }
 
 /// What a [`DbProxy`] does with the bytes it is given.

@@ -1,10 +1,9 @@
 use tonic::Code;
 
-use crate::helpers::{World, now};
+use crate::helpers::{Backend, World, now, on_both_backends};
 
-#[tokio::test]
-async fn good_credentials_get_a_bearer_token_that_validates() {
-    let mut world = World::new().await;
+async fn good_credentials_get_a_bearer_token_that_validates(backend: Backend) {
+    let mut world = World::new(backend).await;
     world
         .add_user("alice", "correct horse battery", &["reader", "writer"])
         .await;
@@ -38,9 +37,8 @@ async fn good_credentials_get_a_bearer_token_that_validates() {
     assert_eq!(claims.issued_at.unwrap().seconds, expires_at - 900);
 }
 
-#[tokio::test]
-async fn usernames_are_case_insensitive() {
-    let mut world = World::new().await;
+async fn usernames_are_case_insensitive(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("Alice", "correct horse battery", &[]).await;
 
     let upper = world
@@ -66,9 +64,8 @@ async fn usernames_are_case_insensitive() {
     assert!(matches!(dup, Err(authd::auth::AccountError::NameTaken(_))));
 }
 
-#[tokio::test]
-async fn empty_or_oversized_fields_are_invalid_arguments() {
-    let mut world = World::new().await;
+async fn empty_or_oversized_fields_are_invalid_arguments(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("alice", "correct horse battery", &[]).await;
     let long_name = "a".repeat(257);
     let long_password = "p".repeat(1025);
@@ -95,9 +92,8 @@ async fn empty_or_oversized_fields_are_invalid_arguments() {
     assert_eq!(at_limit.code(), Code::Unauthenticated);
 }
 
-#[tokio::test]
-async fn unknown_user_wrong_password_and_disabled_user_look_the_same() {
-    let mut world = World::new().await;
+async fn unknown_user_wrong_password_and_disabled_user_look_the_same(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("alice", "correct horse battery", &[]).await;
     world.add_user("bob", "bobs password!", &[]).await;
     world
@@ -124,3 +120,10 @@ async fn unknown_user_wrong_password_and_disabled_user_look_the_same() {
     }
     assert!(!unknown.message().contains("mallory"));
 }
+
+on_both_backends!(
+    good_credentials_get_a_bearer_token_that_validates,
+    usernames_are_case_insensitive,
+    empty_or_oversized_fields_are_invalid_arguments,
+    unknown_user_wrong_password_and_disabled_user_look_the_same,
+);

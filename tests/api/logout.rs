@@ -2,7 +2,7 @@ use authd::grpc::pb::LogoutRequest;
 use serde_json::json;
 use tonic::{Code, Request};
 
-use crate::helpers::{Forger, World, now};
+use crate::helpers::{Backend, Forger, World, now, on_both_backends};
 
 fn logout_request(token: &str) -> LogoutRequest {
     LogoutRequest {
@@ -10,23 +10,15 @@ fn logout_request(token: &str) -> LogoutRequest {
     }
 }
 
-#[tokio::test]
-async fn logout_commits_a_revocation_kept_until_exp_plus_leeway() {
-    let mut world = World::new().await;
+async fn logout_commits_a_revocation_kept_until_exp_plus_leeway(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
 
     world.app.logout(&login.access_token).await.unwrap();
 
-    let (user_id, expires_at): (uuid::Uuid, time::OffsetDateTime) =
-        sqlx::query_as("select user_id, expires_at from revoked_tokens")
-            .fetch_one(&world.pool)
-            .await
-            .unwrap();
+    let (user_id, expires_at) = world.sql.only_revocation().await;
     assert_eq!(user_id.to_string(), login.user_id);
-    assert_eq!(
-        expires_at.unix_timestamp(),
-        login.expires_at.unwrap().seconds + 5
-    );
+    assert_eq!(expires_at, login.expires_at.unwrap().seconds + 5);
     let answer = world.app.validate(&login.access_token).await;
     assert!(!answer.valid);
     assert_eq!(
@@ -36,9 +28,8 @@ async fn logout_commits_a_revocation_kept_until_exp_plus_leeway() {
     assert!(answer.user_id.is_empty() && answer.jti.is_empty() && answer.expires_at.is_none());
 }
 
-#[tokio::test]
-async fn logout_takes_the_bearer_metadata_when_the_field_is_empty() {
-    let mut world = World::new().await;
+async fn logout_takes_the_bearer_metadata_when_the_field_is_empty(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
 
     let mut request = Request::new(logout_request(""));
@@ -52,9 +43,8 @@ async fn logout_takes_the_bearer_metadata_when_the_field_is_empty() {
     assert!(!world.app.validate(&login.access_token).await.valid);
 }
 
-#[tokio::test]
-async fn logout_twice_is_ok_and_writes_once() {
-    let mut world = World::new().await;
+async fn logout_twice_is_ok_and_writes_once(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
 
     world.app.logout(&login.access_token).await.unwrap();
@@ -63,9 +53,8 @@ async fn logout_twice_is_ok_and_writes_once() {
     assert_eq!(world.revoked_rows().await, 1);
 }
 
-#[tokio::test]
-async fn logout_of_an_expired_token_is_ok_and_writes_nothing() {
-    let mut world = World::new().await;
+async fn logout_of_an_expired_token_is_ok_and_writes_nothing(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     let forger = Forger::for_app(&world.app, &login.access_token);
     let expired = forger.sign(
@@ -81,9 +70,8 @@ async fn logout_of_an_expired_token_is_ok_and_writes_nothing() {
     assert_eq!(world.revoked_rows().await, 0);
 }
 
-#[tokio::test]
-async fn logout_of_a_token_revoked_with_its_user_writes_nothing() {
-    let mut world = World::new().await;
+async fn logout_of_a_token_revoked_with_its_user_writes_nothing(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     world
         .accounts
@@ -96,9 +84,10 @@ async fn logout_of_a_token_revoked_with_its_user_writes_nothing() {
     assert_eq!(world.revoked_rows().await, 0);
 }
 
-#[tokio::test]
-async fn missing_malformed_or_forged_tokens_are_unauthenticated_and_write_nothing() {
-    let mut world = World::new().await;
+async fn missing_malformed_or_forged_tokens_are_unauthenticated_and_write_nothing(
+    backend: Backend,
+) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     let mut forged = login.access_token.clone();
     let last = forged.pop().unwrap();
@@ -119,9 +108,8 @@ async fn missing_malformed_or_forged_tokens_are_unauthenticated_and_write_nothin
     assert!(world.app.validate(&login.access_token).await.valid);
 }
 
-#[tokio::test]
-async fn an_oversized_token_is_an_invalid_argument() {
-    let mut world = World::new().await;
+async fn an_oversized_token_is_an_invalid_argument(backend: Backend) {
+    let mut world = World::new(backend).await;
     let status = world
         .app
         .logout(&"a".repeat(8 * 1024 + 1))
@@ -129,3 +117,13 @@ async fn an_oversized_token_is_an_invalid_argument() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+on_both_backends!(
+    logout_commits_a_revocation_kept_until_exp_plus_leeway,
+    logout_takes_the_bearer_metadata_when_the_field_is_empty,
+    logout_twice_is_ok_and_writes_once,
+    logout_of_an_expired_token_is_ok_and_writes_nothing,
+    logout_of_a_token_revoked_with_its_user_writes_nothing,
+    missing_malformed_or_forged_tokens_are_unauthenticated_and_write_nothing,
+    an_oversized_token_is_an_invalid_argument,
+);

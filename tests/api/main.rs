@@ -1,5 +1,6 @@
-//! The service end to end: a real PostgreSQL, the real server on port 0,
-//! the generated tonic client.
+//! The service end to end, on each storage backend (a real PostgreSQL and
+//! an SQLite file): the real server on port 0, the generated tonic client,
+//! and the storage interface's own contract.
 
 mod helpers;
 mod login;
@@ -7,6 +8,7 @@ mod logout;
 mod operations;
 mod passwords;
 mod purge;
+mod store;
 mod token_attacks;
 mod user_revocation;
 mod validate;

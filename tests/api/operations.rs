@@ -4,11 +4,10 @@ use authd::grpc::pb::TokenInvalidReason;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{DbProxy, TestApp, World};
+use crate::helpers::{Backend, DbProxy, TestApp, World, on_both_backends};
 
-#[tokio::test]
-async fn health_reports_serving_for_the_server_and_the_service() {
-    let mut world = World::new().await;
+async fn health_reports_serving_for_the_server_and_the_service(backend: Backend) {
+    let mut world = World::new(backend).await;
     assert_eq!(world.app.health("").await, ServingStatus::Serving);
     assert_eq!(
         world.app.health("auth.v1.AuthService").await,
@@ -16,9 +15,8 @@ async fn health_reports_serving_for_the_server_and_the_service() {
     );
 }
 
-#[tokio::test]
-async fn a_logout_survives_a_restart() {
-    let mut world = World::new().await;
+async fn a_logout_survives_a_restart(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     world.app.logout(&login.access_token).await.unwrap();
     let settings = world.app.settings.clone();
@@ -33,9 +31,8 @@ async fn a_logout_survives_a_restart() {
     drop((db, dir));
 }
 
-#[tokio::test]
-async fn two_instances_share_tokens_and_revocations() {
-    let mut world = World::new().await;
+async fn two_instances_share_tokens_and_revocations(backend: Backend) {
+    let mut world = World::new(backend).await;
     let mut second = TestApp::spawn(world.app.settings.clone()).await;
     let login = world.alice_token().await;
 
@@ -90,7 +87,7 @@ async fn reflection_v1_lists_the_services() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
 
-    let world = World::new().await;
+    let world = World::new(Backend::Sqlite).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", world.app.addr))
         .unwrap()
         .connect()
@@ -121,9 +118,8 @@ async fn reflection_v1_lists_the_services() {
     );
 }
 
-#[tokio::test]
-async fn ten_thousand_streams_on_one_connection_are_all_answered() {
-    let mut world = World::new().await;
+async fn ten_thousand_streams_on_one_connection_are_all_answered(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     // One channel is one HTTP/2 connection; the server allows 256 streams
     // at a time on it, so the client queues the rest.
@@ -181,8 +177,8 @@ async fn a_query_on_a_connection_that_goes_silent_times_out_as_unavailable() {
     use authd::store::{Store, StoreError};
 
     let proxy = DbProxy::start().await;
-    let db = crate::helpers::TestDb::new().await;
-    authd::store::MIGRATOR.run(&db.pool().await).await.unwrap();
+    let db = crate::helpers::TestDb::new(Backend::Postgres).await;
+    db.store().await;
     // No ping before use: the query itself meets the silent connection, so
     // only the store's own deadline can end it.
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -191,7 +187,7 @@ async fn a_query_on_a_connection_that_goes_silent_times_out_as_unavailable() {
         .connect(&db.url_via(Some(proxy.port)))
         .await
         .unwrap();
-    let store = Store::from_pool(pool);
+    let store = Store::from_pg_pool(pool);
     store.ping().await.unwrap();
 
     proxy.freeze();
@@ -201,3 +197,10 @@ async fn a_query_on_a_connection_that_goes_silent_times_out_as_unavailable() {
         .expect("the store gives up on its own");
     assert!(matches!(answer, Err(StoreError::TimedOut(_))), "{answer:?}");
 }
+
+on_both_backends!(
+    health_reports_serving_for_the_server_and_the_service,
+    a_logout_survives_a_restart,
+    two_instances_share_tokens_and_revocations,
+    ten_thousand_streams_on_one_connection_are_all_answered,
+);

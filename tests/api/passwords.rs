@@ -4,28 +4,10 @@ use authd::{
 };
 use tonic::Code;
 
-use crate::helpers::World;
+use crate::helpers::{Backend, World, on_both_backends};
 
-async fn stored_hash(world: &World, name: &str) -> String {
-    sqlx::query_scalar("select password_hash from users where username = $1")
-        .bind(name)
-        .fetch_one(&world.pool)
-        .await
-        .unwrap()
-}
-
-async fn set_stored_hash(world: &World, name: &str, hash: &str) {
-    sqlx::query("update users set password_hash = $2 where username = $1")
-        .bind(name)
-        .bind(hash)
-        .execute(&world.pool)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn composed_and_decomposed_accents_are_the_same_password() {
-    let mut world = World::new().await;
+async fn composed_and_decomposed_accents_are_the_same_password(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("alice", "caf\u{e9} au lait", &[]).await;
 
     assert!(
@@ -38,9 +20,8 @@ async fn composed_and_decomposed_accents_are_the_same_password() {
     assert!(world.app.login("alice", "caf\u{e9} au lait").await.is_ok());
 }
 
-#[tokio::test]
-async fn new_passwords_shorter_than_the_policy_are_refused() {
-    let world = World::new().await;
+async fn new_passwords_shorter_than_the_policy_are_refused(backend: Backend) {
+    let world = World::new(backend).await;
     let alice = Username::parse("alice").unwrap();
 
     let short = world
@@ -62,9 +43,8 @@ async fn new_passwords_shorter_than_the_policy_are_refused() {
     assert!(matches!(passwd, Err(AccountError::PasswordTooShort(8))));
 }
 
-#[tokio::test]
-async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens() {
-    let mut world = World::new().await;
+async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("alice", "correct horse battery", &[]).await;
     let first = world
         .app
@@ -84,7 +64,7 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens() 
         .hash(&Password::parse("correct horse battery").unwrap())
         .await
         .unwrap();
-    set_stored_hash(&world, "alice", &old).await;
+    world.sql.set_password_hash("alice", &old).await;
 
     world
         .app
@@ -92,7 +72,7 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens() 
         .await
         .unwrap();
 
-    let new = stored_hash(&world, "alice").await;
+    let new = world.sql.password_hash("alice").await;
     assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
     assert!(world.app.validate(&first.access_token).await.valid);
     assert!(
@@ -104,12 +84,14 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens() 
     );
 }
 
-#[tokio::test]
-async fn a_stored_hash_of_absurd_cost_is_refused_not_run() {
-    let mut world = World::new().await;
+async fn a_stored_hash_of_absurd_cost_is_refused_not_run(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("alice", "correct horse battery", &[]).await;
-    let hash = stored_hash(&world, "alice").await;
-    set_stored_hash(&world, "alice", &hash.replace("m=19456,", "m=4194304,")).await;
+    let hash = world.sql.password_hash("alice").await;
+    world
+        .sql
+        .set_password_hash("alice", &hash.replace("m=19456,", "m=4194304,"))
+        .await;
 
     let status = world
         .app
@@ -119,3 +101,10 @@ async fn a_stored_hash_of_absurd_cost_is_refused_not_run() {
 
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+on_both_backends!(
+    composed_and_decomposed_accents_are_the_same_password,
+    new_passwords_shorter_than_the_policy_are_refused,
+    a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens,
+    a_stored_hash_of_absurd_cost_is_refused_not_run,
+);

@@ -6,7 +6,7 @@ use authd::grpc::pb::TokenInvalidReason::{self, *};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde_json::json;
 
-use crate::helpers::{Forger, World, now};
+use crate::helpers::{Backend, Forger, World, now, on_both_backends};
 
 fn b64(text: &str) -> String {
     B64.encode(text)
@@ -27,9 +27,8 @@ fn flip(text: &str, index: usize) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-#[tokio::test]
-async fn attack_table() {
-    let mut world = World::new().await;
+async fn attack_table(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     let real = login.access_token.clone();
     let forger = Forger::for_app(&world.app, &real);
@@ -427,9 +426,8 @@ async fn attack_table() {
     assert!(world.app.validate(&real).await.valid);
 }
 
-#[tokio::test]
-async fn copies_of_a_revoked_token_stay_revoked_however_encoded() {
-    let mut world = World::new().await;
+async fn copies_of_a_revoked_token_stay_revoked_however_encoded(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     let forger = Forger::for_app(&world.app, &login.access_token);
     world.app.logout(&login.access_token).await.unwrap();
@@ -455,3 +453,8 @@ async fn copies_of_a_revoked_token_stay_revoked_however_encoded() {
         assert_eq!(world.app.validate(&token).await.reason(), Revoked);
     }
 }
+
+on_both_backends!(
+    attack_table,
+    copies_of_a_revoked_token_stay_revoked_however_encoded,
+);

@@ -3,15 +3,14 @@ use authd::{
     grpc::pb::TokenInvalidReason,
 };
 
-use crate::helpers::World;
+use crate::helpers::{Backend, World, on_both_backends};
 
 fn alice() -> Username {
     Username::parse("alice").unwrap()
 }
 
-#[tokio::test]
-async fn disabling_revokes_earlier_tokens_and_enabling_does_not_restore_them() {
-    let mut world = World::new().await;
+async fn disabling_revokes_earlier_tokens_and_enabling_does_not_restore_them(backend: Backend) {
+    let mut world = World::new(backend).await;
     let before = world.alice_token().await;
 
     world.accounts.disable(&alice()).await.unwrap();
@@ -31,9 +30,8 @@ async fn disabling_revokes_earlier_tokens_and_enabling_does_not_restore_them() {
     assert!(world.app.validate(&after.access_token).await.valid);
 }
 
-#[tokio::test]
-async fn a_password_change_revokes_earlier_tokens_and_new_ones_work_at_once() {
-    let mut world = World::new().await;
+async fn a_password_change_revokes_earlier_tokens_and_new_ones_work_at_once(backend: Backend) {
+    let mut world = World::new(backend).await;
     let before = world.alice_token().await;
 
     world
@@ -59,9 +57,8 @@ async fn a_password_change_revokes_earlier_tokens_and_new_ones_work_at_once() {
     );
 }
 
-#[tokio::test]
-async fn deleting_a_user_revokes_its_tokens() {
-    let mut world = World::new().await;
+async fn deleting_a_user_revokes_its_tokens(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
 
     world.accounts.delete(&alice()).await.unwrap();
@@ -79,9 +76,8 @@ async fn deleting_a_user_revokes_its_tokens() {
     );
 }
 
-#[tokio::test]
-async fn account_operations_on_unknown_users_say_so() {
-    let world = World::new().await;
+async fn account_operations_on_unknown_users_say_so(backend: Backend) {
+    let world = World::new(backend).await;
     let ghost = Username::parse("ghost").unwrap();
     for result in [
         world.accounts.disable(&ghost).await,
@@ -99,15 +95,14 @@ async fn account_operations_on_unknown_users_say_so() {
     }
 }
 
-#[tokio::test]
-async fn a_cut_off_far_in_the_future_does_not_hold_logins_hostage() {
-    let mut world = World::new().await;
+async fn a_cut_off_far_in_the_future_does_not_hold_logins_hostage(backend: Backend) {
+    let mut world = World::new(backend).await;
     world.add_user("alice", "correct horse battery", &[]).await;
     // As written by an instance whose clock runs an hour fast.
-    sqlx::query("update users set tokens_valid_after = now() + interval '1 hour'")
-        .execute(&world.pool)
-        .await
-        .unwrap();
+    world
+        .sql
+        .set_cutoff(time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .await;
 
     let login = tokio::time::timeout(
         std::time::Duration::from_secs(30),
@@ -123,3 +118,11 @@ async fn a_cut_off_far_in_the_future_does_not_hold_logins_hostage() {
         TokenInvalidReason::Revoked
     );
 }
+
+on_both_backends!(
+    disabling_revokes_earlier_tokens_and_enabling_does_not_restore_them,
+    a_password_change_revokes_earlier_tokens_and_new_ones_work_at_once,
+    deleting_a_user_revokes_its_tokens,
+    account_operations_on_unknown_users_say_so,
+    a_cut_off_far_in_the_future_does_not_hold_logins_hostage,
+);

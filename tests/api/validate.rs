@@ -2,7 +2,7 @@ use authd::grpc::pb::TokenInvalidReason::{self, *};
 use serde_json::json;
 use tonic::Code;
 
-use crate::helpers::{Forger, World, now};
+use crate::helpers::{Backend, Forger, World, now, on_both_backends};
 
 async fn reason_of(world: &mut World, token: &str) -> TokenInvalidReason {
     let answer = world.app.validate(token).await;
@@ -11,18 +11,16 @@ async fn reason_of(world: &mut World, token: &str) -> TokenInvalidReason {
     answer.reason()
 }
 
-#[tokio::test]
-async fn empty_or_oversized_tokens_are_invalid_arguments() {
-    let mut world = World::new().await;
+async fn empty_or_oversized_tokens_are_invalid_arguments(backend: Backend) {
+    let mut world = World::new(backend).await;
     for token in [String::new(), "a".repeat(8 * 1024 + 1)] {
         let status = world.app.try_validate(&token).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
     }
 }
 
-#[tokio::test]
-async fn expiry_and_issue_time_are_checked_with_the_leeway() {
-    let mut world = World::new().await;
+async fn expiry_and_issue_time_are_checked_with_the_leeway(backend: Backend) {
+    let mut world = World::new(backend).await;
     let login = world.alice_token().await;
     let forger = Forger::for_app(&world.app, &login.access_token);
     let sign = |changes| {
@@ -50,9 +48,8 @@ async fn expiry_and_issue_time_are_checked_with_the_leeway() {
     assert_eq!(reason_of(&mut world, &huge_exp).await, Malformed);
 }
 
-#[tokio::test]
-async fn a_message_over_16_kib_is_refused_before_decoding() {
-    let mut world = World::new().await;
+async fn a_message_over_16_kib_is_refused_before_decoding(backend: Backend) {
+    let mut world = World::new(backend).await;
 
     let status = world
         .app
@@ -63,3 +60,9 @@ async fn a_message_over_16_kib_is_refused_before_decoding() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("too large"), "{status:?}");
 }
+
+on_both_backends!(
+    empty_or_oversized_tokens_are_invalid_arguments,
+    expiry_and_issue_time_are_checked_with_the_leeway,
+    a_message_over_16_kib_is_refused_before_decoding,
+);

@@ -1,10 +1,14 @@
 """authd from the outside: the built binary, driven by grpcurl and by a
-Python gRPC client generated from proto/ at test time."""
+Python gRPC client generated from proto/ at test time, on each storage
+backend: PostgreSQL, and the SQLite default in an empty directory with no
+configuration at all."""
 
 import json
 import os
 import signal
 import socket
+import sqlite3
+import threading
 import subprocess
 import sys
 import time
@@ -45,15 +49,58 @@ def pb(tmp_path_factory):
     return auth_pb2, auth_pb2_grpc
 
 
-@pytest.fixture()
-def database():
-    """The URL of a database that does not exist yet (authd creates it)."""
-    server = os.environ["DATABASE_URL"]
-    name = f"authd_blackbox_{uuid.uuid4().hex}"
-    parts = urlsplit(server)
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+class Postgres:
+    """A database on the test server that does not exist yet (authd creates
+    it); local state in its own directory."""
+
+    def __init__(self, workdir):
+        self.server = os.environ["DATABASE_URL"]
+        self.name = f"authd_blackbox_{uuid.uuid4().hex}"
+        self.url = urlunsplit(urlsplit(self.server)._replace(path=f"/{self.name}"))
+        self.workdir = workdir
+
+    def env(self):
+        return {**os.environ, "DATABASE_URL": self.url, "AUTHD_DATA_DIR": str(self.workdir)}
+
+    def revoked_rows(self):
+        with psycopg.connect(self.url) as conn:
+            return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
+
+    def drop(self):
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{self.name}" with (force)')
+
+
+class Sqlite:
+    """No configuration: authd run in an empty directory, as a newcomer
+    would, keeps everything in ./authd-data/."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def env(self):
+        return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AUTHD_DATA_DIR")}
+
+    @property
+    def file(self):
+        return self.workdir / "authd-data" / "authd.db"
+
+    def revoked_rows(self):
+        with sqlite3.connect(self.file) as conn:
+            return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
+
+    def drop(self):
+        pass
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request, tmp_path):
+    """The database of one test, on each backend in turn."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    db = Postgres(workdir) if request.param == "postgres" else Sqlite(workdir)
+    yield db
+    db.drop()
 
 
 def free_port():
@@ -65,17 +112,16 @@ def free_port():
 class Authd:
     """One `authd` process and the ways to talk to it."""
 
-    def __init__(self, database, data_dir, *flags):
+    def __init__(self, database, *flags, command=("serve",)):
         self.database = database
-        self.data_dir = data_dir
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        self.log = open(data_dir / f"authd-{self.port}.log", "w+")
+        self.log = open(database.workdir.parent / f"authd-{self.port}.log", "w+")
         # Debug logging everywhere (hyper, h2, sqlx included): the log must
         # still hold no password or token.
         self.proc = subprocess.Popen(
-            [AUTHD, "serve", "--listen", self.addr, *flags],
-            env={**env(database, data_dir), "RUST_LOG": "debug"},
+            [AUTHD, *command, "--listen", self.addr, *flags],
+            env={**database.env(), "RUST_LOG": "debug"}, cwd=database.workdir,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
@@ -99,15 +145,9 @@ class Authd:
         return self.proc.wait(timeout=30)
 
 
-def env(database, data_dir):
-    e = dict(os.environ)
-    e.update(DATABASE_URL=database, AUTHD_DATA_DIR=str(data_dir), RUST_LOG="info")
-    return e
-
-
-def cli(database, data_dir, *args, stdin=None):
-    return subprocess.run([AUTHD, *args], env=env(database, data_dir), input=stdin,
-                          capture_output=True, text=True, timeout=60)
+def cli(database, *args, stdin=None, env=None):
+    return subprocess.run([AUTHD, *args], env={**database.env(), "RUST_LOG": "info", **(env or {})},
+                          cwd=database.workdir, input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def grpcurl(method, body, addr, *extra):
@@ -119,22 +159,17 @@ def grpcurl(method, body, addr, *extra):
     return result.stdout
 
 
-def revoked_rows(database):
-    with psycopg.connect(database) as conn:
-        return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
-
-
 # --- the tests ----------------------------------------------------------
 
-def test_full_cycle_with_grpcurl_and_python(pb, database, tmp_path):
+def test_full_cycle_with_grpcurl_and_python(pb, database):
     auth_pb2, auth_pb2_grpc = pb
-    added = cli(database, tmp_path, "user", "add", "alice", "--role", "reader",
+    added = cli(database, "user", "add", "alice", "--role", "reader",
                 "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
     assert "added user alice" in added.stdout
     assert PASSWORD not in added.stdout + added.stderr
 
-    server = Authd(database, tmp_path)
+    server = Authd(database)
     try:
         # Reflection: grpcurl needs no proto file.
         services = subprocess.run([GRPCURL, "-plaintext", server.addr, "list"],
@@ -169,7 +204,7 @@ def test_full_cycle_with_grpcurl_and_python(pb, database, tmp_path):
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
             assert not answer.valid
             assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
-        assert revoked_rows(database) == 1
+        assert database.revoked_rows() == 1
     finally:
         code = server.terminate()
     assert code == 0, server.output()
@@ -179,7 +214,7 @@ def test_full_cycle_with_grpcurl_and_python(pb, database, tmp_path):
         assert secret not in log
 
     # A new process over the same database: the logout holds.
-    server = Authd(database, tmp_path)
+    server = Authd(database)
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
@@ -189,20 +224,20 @@ def test_full_cycle_with_grpcurl_and_python(pb, database, tmp_path):
         assert server.terminate() == 0
 
 
-def test_purge_empties_revocations_after_expiry(pb, database, tmp_path):
+def test_purge_empties_revocations_after_expiry(pb, database):
     auth_pb2, auth_pb2_grpc = pb
-    assert cli(database, tmp_path, "user", "add", "bob", "--password-stdin", stdin=PASSWORD).returncode == 0
-    server = Authd(database, tmp_path, "--access-token-ttl", "1s", "--leeway", "0s", "--purge-interval", "1s")
+    assert cli(database, "user", "add", "bob", "--password-stdin", stdin=PASSWORD).returncode == 0
+    server = Authd(database, "--access-token-ttl", "1s", "--leeway", "0s", "--purge-interval", "1s")
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
             token = stub.Login(auth_pb2.LoginRequest(username="bob", password=PASSWORD)).access_token
             stub.Logout(auth_pb2.LogoutRequest(access_token=token))
-            assert revoked_rows(database) == 1
+            assert database.revoked_rows() == 1
             # The row outlives the token by the leeway (0 s here); the task
             # purging every second removes it soon after.
             deadline = time.monotonic() + 20
-            while revoked_rows(database) != 0:
+            while database.revoked_rows() != 0:
                 assert time.monotonic() < deadline, "the purge never removed the row"
                 time.sleep(0.2)
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
@@ -210,38 +245,116 @@ def test_purge_empties_revocations_after_expiry(pb, database, tmp_path):
     finally:
         assert server.terminate() == 0
 
-    purged = cli(database, tmp_path, "purge")
+    purged = cli(database, "purge")
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout.strip() == "0"
 
 
-def test_user_commands_and_bad_configuration(database, tmp_path):
-    assert cli(database, tmp_path, "migrate").returncode == 0
-    assert cli(database, tmp_path, "user", "add", "carol", "--role", "ops", "--password-stdin",
+def test_user_commands_and_bad_configuration(database):
+    assert cli(database, "migrate").returncode == 0
+    assert cli(database, "user", "add", "carol", "--role", "ops", "--password-stdin",
                stdin=PASSWORD).returncode == 0
-    again = cli(database, tmp_path, "user", "add", "CAROL", "--password-stdin", stdin=PASSWORD)
+    again = cli(database, "user", "add", "CAROL", "--password-stdin", stdin=PASSWORD)
     assert again.returncode != 0 and "already exists" in again.stderr
 
-    listed = cli(database, tmp_path, "user", "list").stdout
+    listed = cli(database, "user", "list").stdout
     assert "carol" in listed and "enabled" in listed and "ops" in listed
     for args in (["disable", "carol"], ["enable", "carol"], ["passwd", "carol", "--password-stdin"],
                  ["delete", "carol"]):
-        done = cli(database, tmp_path, "user", *args, stdin=PASSWORD + "2")
+        done = cli(database, "user", *args, stdin=PASSWORD + "2")
         assert done.returncode == 0, (args, done.stderr)
-    missing = cli(database, tmp_path, "user", "disable", "carol")
+    missing = cli(database, "user", "disable", "carol")
     assert missing.returncode != 0 and "no user" in missing.stderr
 
-    short = cli(database, tmp_path, "user", "add", "erin", "--password-stdin", stdin="1234567\n")
+    short = cli(database, "user", "add", "erin", "--password-stdin", stdin="1234567\n")
     assert short.returncode != 0 and "at least 8 characters" in short.stderr
-    assert cli(database, tmp_path, "user", "add", "erin", "--password-stdin", "--min-password-length", "4",
+    assert cli(database, "user", "add", "erin", "--password-stdin", "--min-password-length", "4",
                stdin="1234567\n").returncode == 0
 
-    no_tty = cli(database, tmp_path, "user", "add", "dave", stdin="")
+    no_tty = cli(database, "user", "add", "dave", stdin="")
     assert no_tty.returncode != 0 and "--password-stdin" in no_tty.stderr
 
-    bad = cli(database, tmp_path, "serve", "--leeway", "soon")
+    bad = cli(database, "serve", "--leeway", "soon")
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "--leeway" in bad.stderr
-    wrong_scheme = subprocess.run([AUTHD, "migrate"], env={**env(database, tmp_path), "DATABASE_URL": "mysql://x/y"},
-                                  capture_output=True, text=True, timeout=30)
+    wrong_scheme = cli(database, "migrate", env={"DATABASE_URL": "mysql://x/y"})
     assert wrong_scheme.returncode == 2 and len(wrong_scheme.stderr.strip().splitlines()) == 1
+    assert "postgres:// or sqlite://" in wrong_scheme.stderr
+
+
+def test_a_first_start_on_nothing_serves_and_says_how_to_add_a_user(pb, tmp_path):
+    auth_pb2, auth_pb2_grpc = pb
+    workdir = tmp_path / "empty"
+    workdir.mkdir()
+    database = Sqlite(workdir)
+    # `authd` without a subcommand serves; without DATABASE_URL it keeps
+    # its data in ./authd-data.
+    server = Authd(database, command=())
+    try:
+        hints = [line for line in server.output().splitlines() if "add one with:" in line]
+        assert len(hints) == 1, server.output()
+        command = hints[0].split("add one with: ", 1)[1].split()
+        assert command[0] == AUTHD and command[1:] == ["user", "add", "NAME"], hints[0]
+        added = subprocess.run([*command[:-1], "alice", "--password-stdin"], input=PASSWORD,
+                               env=database.env(), cwd=workdir, capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            token = stub.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD)).access_token
+            assert stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token)).valid
+    finally:
+        assert server.terminate() == 0
+    data = workdir / "authd-data"
+    names = {p.name for p in data.iterdir()}
+    assert {"authd.db", "signing-key.pem"} <= names
+    assert all(n in ("authd.db", "signing-key.pem") or n.endswith(("-wal", "-shm", ".lock")) for n in names), names
+    assert (data / "authd.db").stat().st_mode & 0o777 == 0o600
+    assert data.stat().st_mode & 0o777 == 0o700
+
+
+def test_processes_sharing_one_sqlite_file_under_load(pb, tmp_path):
+    """Two authd processes on one SQLite file, Logins and Logouts from
+    several clients at once: every call succeeds (no "database is locked"
+    reaches a client) and each process sees the other's revocations."""
+    auth_pb2, auth_pb2_grpc = pb
+    workdir = tmp_path / "shared"
+    workdir.mkdir()
+    database = Sqlite(workdir)
+    assert cli(database, "user", "add", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
+    servers = [Authd(database), Authd(database)]
+    failures, logouts = [], []
+
+    def client(n):
+        channels = [grpc.insecure_channel(s.addr) for s in servers]
+        stubs = [auth_pb2_grpc.AuthServiceStub(c) for c in channels]
+        try:
+            for i in range(15):
+                first, other = stubs[(n + i) % 2], stubs[(n + i + 1) % 2]
+                try:
+                    token = first.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD)).access_token
+                    assert other.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token)).valid
+                    first.Logout(auth_pb2.LogoutRequest(access_token=token))
+                    logouts.append(token)
+                    answer = other.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
+                    assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
+                except (grpc.RpcError, AssertionError) as err:
+                    failures.append(repr(err))
+        finally:
+            for c in channels:
+                c.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert failures == []
+        assert len(logouts) == 6 * 15
+        assert database.revoked_rows() == 6 * 15
+    finally:
+        for s in servers:
+            assert s.terminate() == 0
+    for s in servers:
+        assert "database is locked" not in s.output()

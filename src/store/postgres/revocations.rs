@@ -1,58 +1,20 @@
-//! The `revoked_tokens` table, and the user state that revokes tokens
-//! wholesale (deletion, disabling, the per-user cut-off).
+//! The `revoked_tokens` table on PostgreSQL, and the user state that
+//! revokes tokens wholesale (deletion, disabling, the per-user cut-off).
 
-use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
-use crate::domain::UserId;
-
-/// Whether the store revokes a token, and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
-pub struct TokenStanding {
-    /// The token's `jti` was logged out.
-    pub jti_revoked: bool,
-    /// The token's user exists.
-    pub user_exists: bool,
-    /// The token's user is disabled.
-    pub user_disabled: bool,
-    /// Tokens of this user issued before this instant are revoked.
-    pub tokens_valid_after: Option<OffsetDateTime>,
-}
-
-impl TokenStanding {
-    /// Whether a token with this standing, issued at `issued_at`, is revoked.
-    pub fn revokes(&self, issued_at: OffsetDateTime) -> bool {
-        self.jti_revoked
-            || !self.user_exists
-            || self.user_disabled
-            || self
-                .tokens_valid_after
-                .is_some_and(|cutoff| issued_at < cutoff)
-    }
-}
-
-/// What one purge pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PurgeOutcome {
-    /// This many expired rows were deleted.
-    Removed(u64),
-    /// Another process holds the purge lock; nothing was done.
-    Busy,
-}
+use super::PgStore;
+use crate::{
+    domain::UserId,
+    store::{PurgeOutcome, StoreError, TokenStanding},
+};
 
 /// The advisory lock that lets one process purge at a time ("authdpur").
 const PURGE_LOCK_KEY: i64 = 0x6175_7468_6470_7572;
 
-impl Store {
-    /// Reads, in one round trip, everything that could revoke the token
-    /// `jti` of `user`.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails: the caller must then treat
-    /// the token's state as unknown.
-    pub async fn token_standing(
+impl PgStore {
+    pub(in crate::store) async fn token_standing(
         &self,
         jti: Uuid,
         user: UserId,
@@ -73,13 +35,7 @@ impl Store {
         .await
     }
 
-    /// Records the revocation of token `jti` until `expires_at`. Returns
-    /// whether a row was written (false: it was revoked already). The row is
-    /// committed when this returns.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails; nothing is then promised.
-    pub async fn revoke(
+    pub(in crate::store) async fn revoke(
         &self,
         jti: Uuid,
         user: UserId,
@@ -100,17 +56,10 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes the revocations whose `expires_at` is before `now`, at most
-    /// `batch_size` rows per statement so no lock is held for long.
-    ///
     /// Only one process purges at a time: the pass holds a session advisory
     /// lock on a connection of its own, which is closed afterwards, so even
     /// a pass cut short releases the lock.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails; the batches deleted before
-    /// the failure stay deleted.
-    pub async fn purge_expired(
+    pub(in crate::store) async fn purge_expired(
         &self,
         now: OffsetDateTime,
         batch_size: u32,

@@ -1,0 +1,130 @@
+//! The PostgreSQL backend: for production and for several instances
+//! sharing one database.
+
+mod revocations;
+mod users;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::{
+    ConnectOptions as _, Connection as _, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use super::{DatabaseSettings, StoreError};
+
+/// The PostgreSQL schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A PostgreSQL database behind a connection pool.
+#[derive(Clone, Debug)]
+pub(super) struct PgStore {
+    pool: PgPool,
+    /// The bound on each operation.
+    deadline: Duration,
+}
+
+impl PgStore {
+    pub(super) fn new(pool: PgPool, deadline: Duration) -> Self {
+        Self { pool, deadline }
+    }
+
+    /// Connects, creating the database first when the server says it does
+    /// not exist, so a new installation needs no manual `createdb`.
+    pub(super) async fn connect(
+        url: &SecretString,
+        settings: &DatabaseSettings,
+    ) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url
+            .expose_secret()
+            .parse()
+            .context("DATABASE_URL is not a valid postgres:// URL")?;
+        let options = options.log_statements(tracing::log::LevelFilter::Debug);
+        create_database_if_missing(&options).await?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            // A connection the server dropped while idle is found out here,
+            // not by the query of a client.
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .context("cannot connect to the database")?;
+        Ok(Self::new(pool, settings.operation_timeout))
+    }
+
+    /// Runs one database operation under the operation deadline.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        super::bounded(self.deadline, is_unavailable, operation).await
+    }
+
+    pub(super) async fn migrate(&self) -> anyhow::Result<()> {
+        // sqlx holds an advisory lock while migrating: instances starting
+        // together take turns.
+        Ok(MIGRATOR.run(&self.pool).await?)
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(sqlx::query("select 1").execute(&self.pool))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        // 08: connection exception; 53: insufficient resources;
+        // 57P: the server is shutting down or restarting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| ["08", "53", "57P"].iter().any(|c| code.starts_with(c))),
+        other => super::is_connection_failure(other),
+    }
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    match PgConnection::connect_with(options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("3D000") => {}
+        // Any other failure shows up, with its context, when the pool connects.
+        Err(_) => return Ok(()),
+    }
+    let mut conn = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .with_context(|| {
+            format!(
+                "database {name:?} does not exist and the server cannot be reached to create it"
+            )
+        })?;
+    let create = format!("create database \"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+    {
+        Ok(_) => tracing::info!(database = %name, "created the database"),
+        // 42P04: another instance created it a moment ago.
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P04") => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot create database {name:?}"));
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! What the store hands out and takes in, whichever backend runs.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{UserId, Username};
+
+/// A user as stored.
+#[derive(sqlx::FromRow)]
+pub struct UserRecord {
+    /// The user's id, the `sub` of its tokens.
+    pub id: Uuid,
+    /// The name as spelled when the user was added.
+    pub username: String,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+    /// Roles copied into every token.
+    pub roles: Vec<String>,
+    /// Set while the user is disabled.
+    pub disabled_at: Option<OffsetDateTime>,
+    /// Tokens issued before this instant are revoked.
+    pub tokens_valid_after: Option<OffsetDateTime>,
+    /// When the user was added.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"[REDACTED]")
+            .field("roles", &self.roles)
+            .field("disabled_at", &self.disabled_at)
+            .field("tokens_valid_after", &self.tokens_valid_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user to add.
+pub struct NewUser<'a> {
+    /// The new user's id.
+    pub id: UserId,
+    /// The new user's name.
+    pub username: &'a Username,
+    /// The argon2 PHC string of its password.
+    pub password_hash: &'a str,
+    /// Its roles.
+    pub roles: &'a [String],
+}
+
+/// Adding a user failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddUserError {
+    /// A user of that name (in any letter case) exists.
+    #[error("a user with that name already exists")]
+    NameTaken,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether the store revokes a token, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenStanding {
+    /// The token's `jti` was logged out.
+    pub jti_revoked: bool,
+    /// The token's user exists.
+    pub user_exists: bool,
+    /// The token's user is disabled.
+    pub user_disabled: bool,
+    /// Tokens of this user issued before this instant are revoked.
+    pub tokens_valid_after: Option<OffsetDateTime>,
+}
+
+impl TokenStanding {
+    /// Whether a token with this standing, issued at `issued_at`, is revoked.
+    pub fn revokes(&self, issued_at: OffsetDateTime) -> bool {
+        self.jti_revoked
+            || !self.user_exists
+            || self.user_disabled
+            || self
+                .tokens_valid_after
+                .is_some_and(|cutoff| issued_at < cutoff)
+    }
+}
+
+/// What one purge pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeOutcome {
+    /// This many expired rows were deleted.
+    Removed(u64),
+    /// Another process holds the purge lock; nothing was done.
+    Busy,
+}

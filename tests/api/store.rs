@@ -1,0 +1,290 @@
+//! The storage interface's contract, checked on each backend: what one
+//! backend does, the other does too.
+
+use authd::{
+    domain::{UserId, Username},
+    store::{AddUserError, NewUser, Store, TokenStanding},
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestDb, on_both_backends};
+
+fn name(raw: &str) -> Username {
+    Username::parse(raw).unwrap()
+}
+
+/// A whole second, as cut-offs and expiries are.
+fn second(offset_s: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(crate::helpers::now() + offset_s).unwrap()
+}
+
+async fn add(store: &Store, username: &str, roles: &[&str]) -> Result<UserId, AddUserError> {
+    let id = UserId::generate();
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    store
+        .add_user(NewUser {
+            id,
+            username: &name(username),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            roles: &roles,
+        })
+        .await
+        .map(|()| id)
+}
+
+async fn users_are_found_by_name_whatever_the_case_or_composition(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let id = add(&store, "Élodie", &["reader", "ops"]).await.unwrap();
+
+    for spelling in ["Élodie", "élodie", "ÉLODIE", "E\u{301}lodie"] {
+        let user = store
+            .find_user_by_name(&name(spelling))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{spelling} finds the user"));
+        assert_eq!(user.id, id.as_uuid());
+        assert_eq!(user.username, "Élodie", "the spelling given at creation");
+        assert_eq!(user.roles, ["reader", "ops"]);
+        assert!(user.disabled_at.is_none() && user.tokens_valid_after.is_none());
+        assert!((user.created_at - OffsetDateTime::now_utc()).abs() < time::Duration::minutes(1));
+    }
+    assert!(
+        store
+            .find_user_by_name(&name("elodie"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for taken in ["élodie", "ÉLODIE", "E\u{301}LODIE"] {
+        assert!(
+            matches!(add(&store, taken, &[]).await, Err(AddUserError::NameTaken)),
+            "{taken}"
+        );
+    }
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+async fn users_are_listed_by_name_with_their_roles(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    add(&store, "carol", &[]).await.unwrap();
+    add(&store, "Alice", &["admin"]).await.unwrap();
+    add(&store, "bob", &["a", "b"]).await.unwrap();
+
+    let users = store.list_users().await.unwrap();
+    let listed: Vec<(&str, &[String])> = users
+        .iter()
+        .map(|u| (u.username.as_str(), u.roles.as_slice()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("Alice", &["admin".to_owned()][..]),
+            ("bob", &["a".to_owned(), "b".to_owned()][..]),
+            ("carol", &[][..]),
+        ]
+    );
+    assert_eq!(store.count_users().await.unwrap(), 3);
+}
+
+async fn a_cut_off_only_ever_moves_forward(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    add(&store, "alice", &[]).await.unwrap();
+    let alice = name("ALICE");
+
+    assert!(store.set_password(&alice, "h1", second(10)).await.unwrap());
+    assert!(store.set_password(&alice, "h2", second(-10)).await.unwrap());
+    let user = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert_eq!(user.password_hash, "h2");
+    assert_eq!(user.tokens_valid_after, Some(second(10)));
+
+    assert!(store.disable_user(&alice, second(5)).await.unwrap());
+    let user = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert_eq!(user.tokens_valid_after, Some(second(10)));
+    assert!(store.disable_user(&alice, second(20)).await.unwrap());
+    let user = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert_eq!(user.tokens_valid_after, Some(second(20)));
+
+    assert!(
+        !store
+            .set_password(&name("ghost"), "h", second(0))
+            .await
+            .unwrap()
+    );
+}
+
+async fn disabling_keeps_its_first_instant_and_enabling_clears_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let id = add(&store, "alice", &[]).await.unwrap();
+    let alice = name("alice");
+
+    assert!(store.disable_user(&alice, second(1)).await.unwrap());
+    let first = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    let disabled_at = first.disabled_at.expect("disabled");
+    assert!(store.disable_user(&alice, second(1)).await.unwrap());
+    let again = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert_eq!(again.disabled_at, Some(disabled_at));
+    let standing = store.token_standing(Uuid::new_v4(), id).await.unwrap();
+    assert!(standing.user_disabled);
+
+    assert!(store.enable_user(&alice).await.unwrap());
+    let enabled = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(enabled.disabled_at.is_none());
+    assert_eq!(
+        enabled.tokens_valid_after,
+        Some(second(1)),
+        "the cut-off stays"
+    );
+
+    for unknown in [
+        store.disable_user(&name("ghost"), second(0)).await,
+        store.enable_user(&name("ghost")).await,
+        store.delete_user(&name("ghost")).await,
+    ] {
+        assert!(!unknown.unwrap());
+    }
+}
+
+async fn the_standing_of_a_token_tells_every_reason_to_revoke_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let id = add(&store, "alice", &[]).await.unwrap();
+    let jti = Uuid::new_v4();
+
+    assert_eq!(
+        store.token_standing(jti, id).await.unwrap(),
+        TokenStanding {
+            jti_revoked: false,
+            user_exists: true,
+            user_disabled: false,
+            tokens_valid_after: None,
+        }
+    );
+
+    assert!(store.revoke(jti, id, second(60)).await.unwrap());
+    assert!(!store.revoke(jti, id, second(60)).await.unwrap(), "once");
+    assert!(store.token_standing(jti, id).await.unwrap().jti_revoked);
+    assert!(
+        !store
+            .token_standing(Uuid::new_v4(), id)
+            .await
+            .unwrap()
+            .jti_revoked
+    );
+
+    store
+        .set_password(&name("alice"), "h", second(3))
+        .await
+        .unwrap();
+    let standing = store.token_standing(Uuid::new_v4(), id).await.unwrap();
+    assert_eq!(standing.tokens_valid_after, Some(second(3)));
+    assert!(standing.revokes(second(2)));
+    assert!(!standing.revokes(second(3)));
+
+    assert!(store.delete_user(&name("alice")).await.unwrap());
+    let gone = store.token_standing(Uuid::new_v4(), id).await.unwrap();
+    assert!(!gone.user_exists && gone.revokes(second(100)));
+    let stranger = store
+        .token_standing(Uuid::new_v4(), UserId::generate())
+        .await
+        .unwrap();
+    assert!(!stranger.user_exists);
+}
+
+async fn a_rehash_replaces_only_the_hash_it_was_computed_from(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let id = add(&store, "alice", &[]).await.unwrap();
+    let old = store
+        .find_user_by_name(&name("alice"))
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+
+    assert!(
+        !store
+            .replace_password_hash(id, "not the hash", "new")
+            .await
+            .unwrap()
+    );
+    assert!(store.replace_password_hash(id, &old, "new").await.unwrap());
+    assert!(
+        !store
+            .replace_password_hash(id, &old, "newer")
+            .await
+            .unwrap()
+    );
+    let user = store
+        .find_user_by_name(&name("alice"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.password_hash, "new");
+    assert!(
+        user.tokens_valid_after.is_none(),
+        "a rehash revokes nothing"
+    );
+}
+
+/// Two processes' worth of pools writing at once: every write succeeds (no
+/// "database is locked" reaches the caller) and every one is kept.
+async fn concurrent_writers_on_one_database_all_succeed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (one, two) = (db.store().await, db.store().await);
+    let id = add(&one, "alice", &[]).await.unwrap();
+
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        writes.spawn(async move {
+            if i % 50 == 0 {
+                store
+                    .set_password(&name("alice"), "h", second(0))
+                    .await
+                    .map(drop)
+            } else {
+                store.revoke(Uuid::new_v4(), id, second(60)).await.map(drop)
+            }
+        });
+    }
+    while let Some(result) = writes.join_next().await {
+        result.unwrap().expect("every concurrent write succeeds");
+    }
+    assert_eq!(db.sql().await.revoked_rows().await, 400 - 8);
+}
+
+/// Instances starting together on a new database each migrate it.
+async fn instances_starting_together_all_migrate(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let url: authd::store::DatabaseUrl = db.url().parse().unwrap();
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let settings = authd::store::DatabaseSettings::new(url.clone());
+        starts.spawn(async move {
+            let store = Store::connect(&settings).await?;
+            store.migrate().await?;
+            anyhow::Ok(store)
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        let store = started.unwrap().expect("every instance starts");
+        assert_eq!(store.count_users().await.unwrap(), 0);
+    }
+}
+
+on_both_backends!(
+    users_are_found_by_name_whatever_the_case_or_composition,
+    users_are_listed_by_name_with_their_roles,
+    a_cut_off_only_ever_moves_forward,
+    disabling_keeps_its_first_instant_and_enabling_clears_it,
+    the_standing_of_a_token_tells_every_reason_to_revoke_it,
+    a_rehash_replaces_only_the_hash_it_was_computed_from,
+    concurrent_writers_on_one_database_all_succeed,
+    instances_starting_together_all_migrate,
+);
