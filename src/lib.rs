@@ -8,7 +8,8 @@
 //!   `AccessToken`, …); holding one means it is valid.
 //! - [`auth`]: the use cases (login, logout, validate, accounts), tokens,
 //!   keys and password hashing. Knows nothing of gRPC or SQL.
-//! - [`store`]: PostgreSQL through sqlx; the only module with SQL.
+//! - [`store`]: the storage interface and its two backends, PostgreSQL and
+//!   an embedded SQLite file (sqlx); the only module with SQL.
 //! - [`jobs`]: background tasks of the server (purge, database health).
 //! - [`startup`]: builds the server from its settings and runs it until a
 //!   shutdown future resolves.
