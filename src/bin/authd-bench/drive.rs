@@ -1,0 +1,162 @@
+//! Load: closed loops (N connections × M calls in flight, each call sent
+//! when the previous one answered) and open loops (calls sent at a fixed
+//! rate, whatever the answers do), every answer checked.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+
+/// One call of a scenario: given the worker and its iteration, sends a
+/// request and checks the answer. `Err` is a wrong answer: it fails the run.
+pub type Call = Arc<
+    dyn Fn(usize, u64) -> Pin<Box<dyn Future<Output = Result<Outcome, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A checked answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// The call did its work.
+    Served,
+    /// The server shed the call (RESOURCE_EXHAUSTED): an expected answer
+    /// under overload, counted apart.
+    Shed,
+    /// The worker has nothing left to send (a pool of single-use tokens ran
+    /// out); not counted.
+    Exhausted,
+}
+
+/// What a load run measured.
+#[derive(Clone)]
+pub struct Measured {
+    pub served: Histogram<u64>,
+    pub shed: Histogram<u64>,
+    pub elapsed: Duration,
+    pub wrong: Vec<String>,
+}
+
+impl Measured {
+    /// An empty measurement, for a scenario that records by hand.
+    pub fn default_for_lag() -> Self {
+        Self::new()
+    }
+
+    /// Records one lag as a served call.
+    pub fn record_lag(&mut self, lag: Duration) {
+        self.record(&Ok(Outcome::Served), lag);
+    }
+
+    fn new() -> Self {
+        Self {
+            served: latency_histogram(),
+            shed: latency_histogram(),
+            elapsed: Duration::ZERO,
+            wrong: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, outcome: &Result<Outcome, String>, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(Outcome::Served) => self.served.saturating_record(micros),
+            Ok(Outcome::Shed) => self.shed.saturating_record(micros),
+            Ok(Outcome::Exhausted) => {}
+            Err(wrong) => {
+                if self.wrong.len() < 10 {
+                    self.wrong.push(wrong.clone());
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        let _ = self.served.add(&other.served);
+        let _ = self.shed.add(&other.shed);
+        self.wrong.extend(other.wrong.iter().cloned());
+    }
+
+    /// Served calls per second.
+    pub fn rate(&self) -> f64 {
+        self.served.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    // 1 µs to 100 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+}
+
+/// `workers` loops, each sending its next call when the last answered,
+/// until `duration` has passed.
+pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Measured {
+    let start = Instant::now();
+    let end = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..workers {
+        let call = call.clone();
+        tasks.spawn(async move {
+            let mut measured = Measured::new();
+            let mut iteration = 0;
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let outcome = call(worker, iteration).await;
+                measured.record(&outcome, sent.elapsed());
+                iteration += 1;
+                if matches!(outcome, Ok(Outcome::Exhausted)) {
+                    break;
+                }
+            }
+            measured
+        });
+    }
+    let mut total = Measured::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(measured) = done {
+            total.merge(&measured);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// Calls sent at `rate` per second for `duration`, each on a task of its
+/// own, whatever the answers do; waits for the last answer.
+pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
+    let measured = Arc::new(Mutex::new(Measured::new()));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sent: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let call = call.clone();
+            let measured = measured.clone();
+            let iteration = sent;
+            tasks.spawn(async move {
+                let begun = Instant::now();
+                let outcome = call(0, iteration).await;
+                let took = begun.elapsed();
+                if let Ok(mut m) = measured.lock() {
+                    m.record(&outcome, took);
+                }
+            });
+            sent += 1;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut total = measured
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_else(|_| Measured::new());
+    total.elapsed = start.elapsed();
+    total
+}

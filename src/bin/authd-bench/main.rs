@@ -1,0 +1,591 @@
+//! authd-bench: drives a real authd (the release binary, started here) with
+//! each scenario in turn and prints a table: requests/s, latency
+//! percentiles, each scenario's ratio to the health check of the same run,
+//! and the server's peak memory. Every answer is checked; one wrong answer
+//! (a revoked token reported valid, say) fails the run.
+//!
+//! `cargo build --release && cargo run --release --bin authd-bench -- --help`
+
+mod drive;
+mod server;
+
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use authd::{
+    auth::{AccessTokens, HashCost, SigningKey, TokenSettings},
+    domain::{Password, UserId},
+    grpc::pb::{
+        LoginRequest, LogoutRequest, TokenInvalidReason, ValidateTokenRequest,
+        auth_service_client::AuthServiceClient,
+    },
+};
+use clap::{Parser, ValueEnum};
+use drive::{Call, Measured, Outcome, closed_loop, open_loop};
+use secrecy::ExposeSecret as _;
+use server::{Server, Target};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const PASSWORD: &str = "benchmark password";
+
+#[derive(Parser, Debug)]
+#[command(name = "authd-bench", about = "Load-test authd and check every answer")]
+struct Args {
+    /// The storage backends to run on.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: BackendChoice,
+    /// The PostgreSQL server the run creates (and drops) its database on.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
+    /// The authd binary under test.
+    #[arg(long, default_value = "target/release/authd")]
+    authd: PathBuf,
+    /// How long each scenario runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// HTTP/2 connections to the server.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Calls in flight on each connection.
+    #[arg(long, default_value_t = 16)]
+    in_flight: usize,
+    /// Distinct live tokens of validate-hot.
+    #[arg(long, default_value_t = 10_000)]
+    hot_tokens: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// One line of the table.
+struct Row {
+    scenario: &'static str,
+    measured: Measured,
+    note: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.authd.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release)",
+            args.authd.display()
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "authd-bench: {} connections x {} in flight, {:?} per scenario, {cores} cores",
+        args.connections, args.in_flight, args.duration
+    );
+    let machine = machine_rates(cores).await?;
+    println!("{machine}");
+
+    let backends: &[&str] = match args.backend {
+        BackendChoice::Sqlite => &["sqlite"],
+        BackendChoice::Postgres => &["postgres"],
+        BackendChoice::Both => &["sqlite", "postgres"],
+    };
+    let mut failed = false;
+    for backend in backends {
+        let dir =
+            std::env::temp_dir().join(format!("authd-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let (database_url, pg_name) = if *backend == "sqlite" {
+            (format!("sqlite://{}", dir.join("authd.db").display()), None)
+        } else {
+            let name = format!("authd_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut url = args.postgres.clone();
+            let cut = url
+                .rfind('/')
+                .context("the PostgreSQL URL names no database")?;
+            url.truncate(cut + 1);
+            url.push_str(&name);
+            (url, Some(name))
+        };
+        let target = Target {
+            authd: args.authd.clone(),
+            database_url,
+            data_dir: dir.clone(),
+        };
+        let result = run_backend(&args, &target, backend, cores).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(name) = pg_name {
+            drop_database(&args.postgres, &name).await;
+        }
+        match result {
+            Ok(table) => println!("{table}"),
+            Err(err) => {
+                failed = true;
+                println!("\n## {backend}: FAILED\n{err:#}");
+            }
+        }
+    }
+    if failed {
+        bail!("the benchmark found wrong answers or could not run");
+    }
+    Ok(())
+}
+
+/// What this machine does on one core, without authd around it.
+async fn machine_rates(cores: usize) -> anyhow::Result<String> {
+    use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+
+    let pair = Ed25519KeyPair::generate()?;
+    let message = [7u8; 300];
+    let signature = pair.sign(&message);
+    let public = UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref().to_vec());
+    let start = Instant::now();
+    let mut verified = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        for _ in 0..100 {
+            public
+                .verify(&message, signature.as_ref())
+                .map_err(|_| anyhow::anyhow!("Ed25519 verification failed"))?;
+        }
+        verified += 100;
+    }
+    let ed25519 = verified as f64 / start.elapsed().as_secs_f64();
+
+    let argon2 = argon2_verify_time().await?;
+    Ok(format!(
+        "machine: Ed25519 verify {ed25519:.0}/s on one core; argon2id verify {:.1} ms \
+         (so Login capacity ~ {cores} cores / {:.1} ms = {:.0}/s)",
+        argon2.as_secs_f64() * 1e3,
+        argon2.as_secs_f64() * 1e3,
+        login_capacity(cores, argon2)
+    ))
+}
+
+/// How long one argon2id verification at authd's cost takes here.
+async fn argon2_verify_time() -> anyhow::Result<Duration> {
+    let passwords = authd::auth::Passwords::new(HashCost::default(), 1)?;
+    let password = Password::parse(PASSWORD)?;
+    let hash = passwords.hash(&password).await?;
+    let start = Instant::now();
+    for _ in 0..10 {
+        passwords.verify(&password, Some(&hash)).await?;
+    }
+    Ok(start.elapsed() / 10)
+}
+
+fn login_capacity(cores: usize, argon2: Duration) -> f64 {
+    cores as f64 / argon2.as_secs_f64()
+}
+
+async fn run_backend(
+    args: &Args,
+    target: &Target,
+    backend: &str,
+    cores: usize,
+) -> anyhow::Result<String> {
+    target
+        .cli(&["user", "add", "bench", "--password-stdin"], PASSWORD)
+        .await?;
+    let server = Server::start(target, &[]).await?;
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(server.channel().await?);
+    }
+    let channels = Arc::new(channels);
+    let workers = args.connections * args.in_flight;
+    let duration = args.duration;
+
+    let login = AuthServiceClient::new(channels[0].clone())
+        .login(LoginRequest {
+            username: "bench".into(),
+            password: PASSWORD.into(),
+        })
+        .await?
+        .into_inner();
+    let user = UserId::from(uuid::Uuid::parse_str(&login.user_id)?);
+    let key = SigningKey::load_or_generate(&target.data_dir.join("signing-key.pem"))?;
+    let minter = Arc::new(AccessTokens::new(
+        key,
+        TokenSettings {
+            issuer: "authd".into(),
+            audience: "authd".into(),
+            ttl: Duration::from_secs(900),
+            leeway: Duration::from_secs(5),
+        },
+    ));
+    let mut rows = Vec::new();
+
+    // health: the framework's ceiling on this machine, in this run.
+    let health = closed_loop(workers, duration, health_call(&channels)).await;
+    rows.push(Row {
+        scenario: "health",
+        measured: health,
+        note: String::new(),
+    });
+
+    // validate-hot: 10,000 live tokens, 1% of them logged out.
+    let hot = Arc::new(mint(&minter, user, args.hot_tokens)?);
+    let mut revoked = HashSet::new();
+    let mut client = AuthServiceClient::new(channels[0].clone());
+    for index in (0..hot.len()).step_by(100) {
+        client
+            .logout(LogoutRequest {
+                access_token: hot[index].clone(),
+            })
+            .await?;
+        revoked.insert(index);
+    }
+    let revoked = Arc::new(revoked);
+    let validate_hot = closed_loop(
+        workers,
+        duration,
+        validate_call(&channels, hot.clone(), revoked.clone(), workers),
+    )
+    .await;
+    let hot_rate = validate_hot.rate();
+    rows.push(Row {
+        scenario: "validate-hot",
+        measured: validate_hot,
+        note: format!("{} tokens, {} revoked", hot.len(), revoked.len()),
+    });
+    let half = open_loop(
+        hot_rate / 2.0,
+        duration,
+        validate_call(&channels, hot.clone(), revoked.clone(), 1),
+    )
+    .await;
+    rows.push(Row {
+        scenario: "validate-hot at half load",
+        measured: half,
+        note: format!("open loop, {:.0}/s offered", hot_rate / 2.0),
+    });
+
+    // validate-cold: every token new to the server.
+    let cold_count = ((hot_rate.max(1_000.0) * duration.as_secs_f64()) as usize).min(400_000);
+    let cold = Arc::new(mint(&minter, user, cold_count)?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let validate_cold =
+        closed_loop(workers, duration, cold_call(&channels, cold.clone(), next)).await;
+    rows.push(Row {
+        scenario: "validate-cold",
+        measured: validate_cold,
+        note: format!("{cold_count} single-use tokens"),
+    });
+
+    // login at twice the capacity, alone and beside validate-hot.
+    let argon2 = argon2_verify_time().await?;
+    let capacity = login_capacity(cores, argon2);
+    let login = open_loop(2.0 * capacity, duration, login_call(&channels)).await;
+    rows.push(Row {
+        scenario: "login (2x capacity)",
+        note: format!(
+            "offered {:.0}/s; capacity {capacity:.0}/s; served/capacity {:.2}; shed {}",
+            2.0 * capacity,
+            login.rate() / capacity,
+            login.shed.len()
+        ),
+        measured: login,
+    });
+    let (mixed_validate, mixed_login) = tokio::join!(
+        closed_loop(
+            workers,
+            duration,
+            validate_call(&channels, hot.clone(), revoked.clone(), workers),
+        ),
+        open_loop(2.0 * capacity, duration, login_call(&channels)),
+    );
+    rows.push(Row {
+        scenario: "mixed: validate-hot",
+        measured: mixed_validate,
+        note: "beside a login flood at 2x capacity".into(),
+    });
+    rows.push(Row {
+        scenario: "mixed: login",
+        note: format!("shed {}", mixed_login.shed.len()),
+        measured: mixed_login,
+    });
+
+    // logout: revocations per second, then the lag until another instance
+    // answers REVOKED.
+    let to_revoke = Arc::new(mint(
+        &minter,
+        user,
+        (2_000.0 * duration.as_secs_f64()) as usize,
+    )?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let logout = closed_loop(workers, duration, logout_call(&channels, to_revoke, next)).await;
+    rows.push(Row {
+        scenario: "logout",
+        note: String::new(),
+        measured: logout,
+    });
+    let second = Server::start(target, &[]).await?;
+    let lag = logout_lag(&server, &second, &mint(&minter, user, 200)?).await?;
+    rows.push(Row {
+        scenario: "logout seen by a 2nd instance",
+        note: "lag from Logout OK on one instance to REVOKED on the other".into(),
+        measured: lag,
+    });
+
+    let (_, peak) = server.rss_kib();
+    second.stop().await?;
+    server.stop().await?;
+    Ok(table(backend, &rows, peak))
+}
+
+fn mint(minter: &AccessTokens, user: UserId, count: usize) -> anyhow::Result<Vec<String>> {
+    let now = jsonwebtoken::get_current_timestamp();
+    (0..count)
+        .map(|_| {
+            Ok(minter
+                .issue(user, "bench", &[], now)?
+                .token
+                .expose_secret()
+                .to_owned())
+        })
+        .collect()
+}
+
+fn health_call(channels: &Arc<Vec<Channel>>) -> Call {
+    let channels = channels.clone();
+    Arc::new(move |worker, _| {
+        let mut client = HealthClient::new(channels[worker % channels.len()].clone());
+        Box::pin(async move {
+            let status = client
+                .check(HealthCheckRequest::default())
+                .await
+                .map_err(|s| format!("health: {s}"))?
+                .into_inner()
+                .status();
+            if status == ServingStatus::Serving {
+                Ok(Outcome::Served)
+            } else {
+                Err(format!("health: {status:?}"))
+            }
+        })
+    })
+}
+
+/// ValidateToken over a pool of tokens, each worker striding through it.
+fn validate_call(
+    channels: &Arc<Vec<Channel>>,
+    tokens: Arc<Vec<String>>,
+    revoked: Arc<HashSet<usize>>,
+    workers: usize,
+) -> Call {
+    let channels = channels.clone();
+    Arc::new(move |worker, iteration| {
+        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let index =
+            (worker + iteration as usize * workers.max(1) + iteration as usize) % tokens.len();
+        let token = tokens[index].clone();
+        let expect_revoked = revoked.contains(&index);
+        Box::pin(async move {
+            let answer = client
+                .validate_token(ValidateTokenRequest {
+                    access_token: token,
+                })
+                .await
+                .map_err(|s| format!("ValidateToken: {s}"))?
+                .into_inner();
+            match (expect_revoked, answer.valid, answer.reason()) {
+                (false, true, _) => Ok(Outcome::Served),
+                (true, false, TokenInvalidReason::Revoked) => Ok(Outcome::Served),
+                (true, true, _) => Err(format!("token {index} is revoked but was reported valid")),
+                (_, _, reason) => Err(format!("token {index}: unexpected answer {reason:?}")),
+            }
+        })
+    })
+}
+
+/// ValidateToken, each token of the pool once.
+fn cold_call(
+    channels: &Arc<Vec<Channel>>,
+    tokens: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
+) -> Call {
+    let channels = channels.clone();
+    Arc::new(move |worker, _| {
+        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        let token = tokens.get(index).cloned();
+        Box::pin(async move {
+            let Some(token) = token else {
+                return Ok(Outcome::Exhausted);
+            };
+            let answer = client
+                .validate_token(ValidateTokenRequest {
+                    access_token: token,
+                })
+                .await
+                .map_err(|s| format!("ValidateToken: {s}"))?
+                .into_inner();
+            if answer.valid {
+                Ok(Outcome::Served)
+            } else {
+                Err(format!(
+                    "fresh token {index} reported {:?}",
+                    answer.reason()
+                ))
+            }
+        })
+    })
+}
+
+fn login_call(channels: &Arc<Vec<Channel>>) -> Call {
+    let channels = channels.clone();
+    Arc::new(move |_, iteration| {
+        let mut client =
+            AuthServiceClient::new(channels[iteration as usize % channels.len()].clone());
+        Box::pin(async move {
+            match client
+                .login(LoginRequest {
+                    username: "bench".into(),
+                    password: PASSWORD.into(),
+                })
+                .await
+            {
+                Ok(answer) if !answer.get_ref().access_token.is_empty() => Ok(Outcome::Served),
+                Ok(_) => Err("Login: OK without a token".into()),
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => Ok(Outcome::Shed),
+                Err(status) => Err(format!("Login: {status}")),
+            }
+        })
+    })
+}
+
+fn logout_call(
+    channels: &Arc<Vec<Channel>>,
+    tokens: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
+) -> Call {
+    let channels = channels.clone();
+    Arc::new(move |worker, _| {
+        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let token = tokens.get(next.fetch_add(1, Ordering::Relaxed)).cloned();
+        Box::pin(async move {
+            let Some(token) = token else {
+                return Ok(Outcome::Exhausted);
+            };
+            client
+                .logout(LogoutRequest {
+                    access_token: token,
+                })
+                .await
+                .map_err(|s| format!("Logout: {s}"))?;
+            Ok(Outcome::Served)
+        })
+    })
+}
+
+/// For each token: Logout on `first`, then ValidateToken on `second` until
+/// it says REVOKED; the histogram holds the time between.
+async fn logout_lag(
+    first: &Server,
+    second: &Server,
+    tokens: &[String],
+) -> anyhow::Result<Measured> {
+    let mut on_first = AuthServiceClient::new(first.channel().await?);
+    let mut on_second = AuthServiceClient::new(second.channel().await?);
+    let mut measured = Measured::default_for_lag();
+    let start = Instant::now();
+    for token in tokens {
+        let request = || ValidateTokenRequest {
+            access_token: token.clone(),
+        };
+        if !on_second
+            .validate_token(request())
+            .await?
+            .into_inner()
+            .valid
+        {
+            bail!("a fresh token is not valid on the second instance");
+        }
+        on_first
+            .logout(LogoutRequest {
+                access_token: token.clone(),
+            })
+            .await?;
+        let revoked_at = Instant::now();
+        loop {
+            let answer = on_second.validate_token(request()).await?.into_inner();
+            if answer.reason() == TokenInvalidReason::Revoked {
+                break;
+            }
+            if !answer.valid {
+                bail!("unexpected answer {:?}", answer.reason());
+            }
+            if revoked_at.elapsed() > Duration::from_secs(30) {
+                bail!("the second instance never saw the revocation");
+            }
+        }
+        measured.record_lag(revoked_at.elapsed());
+    }
+    measured.elapsed = start.elapsed();
+    Ok(measured)
+}
+
+fn table(backend: &str, rows: &[Row], peak_rss_kib: u64) -> String {
+    let health = rows
+        .iter()
+        .find(|r| r.scenario == "health")
+        .map_or(1.0, |r| r.measured.rate());
+    let mut out = format!(
+        "\n## {backend}\n\n| scenario | served/s | p50 ms | p99 ms | p99.9 ms | vs health | notes |\n|---|---:|---:|---:|---:|---:|---|\n"
+    );
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    for row in rows {
+        let m = &row.measured;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            row.scenario,
+            m.rate(),
+            ms(&m.served, 0.5),
+            ms(&m.served, 0.99),
+            ms(&m.served, 0.999),
+            m.rate() / health,
+            row.note
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nserver peak RSS: {:.1} MiB",
+        peak_rss_kib as f64 / 1024.0
+    );
+    let wrong: Vec<&String> = rows.iter().flat_map(|r| &r.measured.wrong).collect();
+    if !wrong.is_empty() {
+        let _ = writeln!(out, "\nWRONG ANSWERS:");
+        for w in wrong {
+            let _ = writeln!(out, "- {w}");
+        }
+    }
+    out
+}
+
+async fn drop_database(server: &str, name: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(server).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{name}\" with (force)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}

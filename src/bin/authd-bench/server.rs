@@ -1,0 +1,146 @@
+//! The authd processes under test: started from the built binary, watched
+//! through /proc, stopped with SIGTERM.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Where one benchmark run keeps its data.
+pub struct Target {
+    /// The authd binary.
+    pub authd: PathBuf,
+    /// `--database-url` for every process of the run.
+    pub database_url: String,
+    /// `--data-dir` (the signing key; the SQLite file lives here too).
+    pub data_dir: PathBuf,
+}
+
+impl Target {
+    /// Runs an authd subcommand against this target's data.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt as _;
+
+        let mut child = Command::new(&self.authd)
+            .args(args)
+            .args(["--database-url", &self.database_url])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.authd.display()))?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes()).await?;
+        }
+        let output = child.wait_with_output().await?;
+        if !output.status.success() {
+            bail!(
+                "authd {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// One running authd server.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `authd serve` on a free port and waits until it is SERVING.
+    pub async fn start(target: &Target, extra: &[&str]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(&target.authd)
+            .arg("serve")
+            .args(["--listen", &addr.to_string()])
+            .args(["--database-url", &target.database_url])
+            .arg("--data-dir")
+            .arg(&target.data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", target.authd.display()))?;
+        let server = Self { child, addr };
+        server.wait_until_serving().await?;
+        Ok(server)
+    }
+
+    async fn wait_until_serving(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(channel) = self.channel().await {
+                let status = HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .map(|r| r.into_inner().status());
+                if status.is_ok_and(|s| s == ServingStatus::Serving) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("authd at {} never became SERVING", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A new HTTP/2 connection to the server.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
+    }
+
+    /// The process's resident set size now and at its peak, in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let Some(pid) = self.child.id() else {
+            return (0, 0);
+        };
+        read_rss(&PathBuf::from(format!("/proc/{pid}/status")))
+    }
+
+    /// Stops the server with SIGTERM, as an operator would.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        Ok(())
+    }
+}
+
+fn read_rss(status: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(status).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
