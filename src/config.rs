@@ -14,7 +14,7 @@ use secrecy::ExposeSecret as _;
 use crate::{
     auth::{HashCost, PasswordPolicy, TokenSettings},
     domain::Role,
-    jobs::purge::PurgeSettings,
+    jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
     startup::ServeSettings,
     store::{DatabaseSettings, DatabaseUrl},
 };
@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// How long one call may run before it is cancelled (CANCELLED).
     #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub request_timeout: Duration,
+    /// Memory for verified tokens, which then skip the signature check on
+    /// their next ValidateToken (revocation is checked on every call); 0
+    /// turns the cache off.
+    #[arg(long, env = "AUTHD_TOKEN_CACHE_MIB", default_value_t = 32)]
+    pub token_cache_mib: u64,
 }
 
 /// The user subcommands; each takes the storage flags after its name.
@@ -325,6 +330,8 @@ impl ServeArgs {
             },
             shutdown_grace_period: self.shutdown_grace_period,
             request_timeout: self.request_timeout,
+            token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),
+            revocation_sync: SyncSettings::default(),
         }
     }
 }

@@ -8,10 +8,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
-    auth::{AccessTokens, Authenticator, HashCost, Passwords, SigningKey, TokenSettings},
+    auth::{
+        AccessTokens, Authenticator, HashCost, Passwords, RevocationState, SigningKey,
+        TokenSettings, VerifiedTokens,
+    },
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
-    jobs::{self, purge::PurgeSettings},
-    store::{DatabaseSettings, Store},
+    jobs::{self, purge::PurgeSettings, revocation_sync::SyncSettings},
+    store::{DatabaseSettings, FeedCursor, Store},
 };
 
 /// The largest request message accepted. Ours are far smaller (a token is
@@ -25,6 +28,12 @@ const MAX_LOCAL_ERROR_RESETS: usize = 256;
 /// Streams a client may open and reset before they are accepted
 /// ("rapid reset", CVE-2023-44487).
 const MAX_PENDING_ACCEPT_RESETS: usize = 64;
+
+/// How long the revocation state is trusted after it last matched the
+/// store; past that, ValidateToken answers UNAVAILABLE. Catch-ups run every
+/// second (PostgreSQL) or ten times a second (SQLite), so this allows two
+/// to fail.
+pub const MAX_REVOCATION_STALENESS: Duration = Duration::from_secs(3);
 
 /// Everything `authd serve` needs to know.
 #[derive(Debug, Clone)]
@@ -45,6 +54,11 @@ pub struct ServeSettings {
     pub shutdown_grace_period: Duration,
     /// How long one call may run before it is cancelled.
     pub request_timeout: Duration,
+    /// Bytes of verified tokens kept, so they skip signature checks (0:
+    /// none).
+    pub token_cache_bytes: u64,
+    /// How the in-memory revocation state is kept current.
+    pub revocation_sync: SyncSettings,
 }
 
 /// A server that is bound and connected, ready to run.
@@ -53,6 +67,9 @@ pub struct Application {
     listener: TcpListener,
     store: Store,
     auth: Arc<Authenticator>,
+    revocations: Arc<RevocationState>,
+    /// Where the start-up load of the revocations left off.
+    cursor: FeedCursor,
     settings: ServeSettings,
 }
 
@@ -72,7 +89,31 @@ impl Application {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let passwords = Passwords::new(settings.password_cost, cores)?;
         let tokens = AccessTokens::new(key, settings.tokens.clone());
-        let auth = Arc::new(Authenticator::new(store.clone(), tokens, passwords));
+        let verified =
+            VerifiedTokens::new(settings.token_cache_bytes, settings.tokens.leeway.as_secs());
+
+        let revocations = Arc::new(RevocationState::new(MAX_REVOCATION_STALENESS));
+        let loading = std::time::Instant::now();
+        let cursor = store
+            .load_revocations(&mut |revocation| revocations.apply(revocation))
+            .await
+            .context("cannot load the revocations")?;
+        revocations.mark_synced(loading);
+        let (tokens_held, users_held) = revocations.len();
+        tracing::info!(
+            revoked_tokens = tokens_held,
+            restricted_users = users_held,
+            took = ?loading.elapsed(),
+            "loaded the revocation state"
+        );
+
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            tokens,
+            verified,
+            passwords,
+            revocations.clone(),
+        ));
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -80,6 +121,8 @@ impl Application {
             listener,
             store,
             auth,
+            revocations,
+            cursor,
             settings,
         })
     }
@@ -111,6 +154,8 @@ impl Application {
             listener,
             store,
             auth,
+            revocations,
+            cursor,
             settings,
         } = self;
         let addr = listener.local_addr()?;
@@ -123,6 +168,13 @@ impl Application {
         let purge = tokio::spawn(jobs::purge::run(
             store.clone(),
             settings.purge,
+            stop_jobs.clone(),
+        ));
+        let revocation_sync = tokio::spawn(jobs::revocation_sync::run(
+            store.clone(),
+            revocations,
+            cursor,
+            settings.revocation_sync,
             stop_jobs.clone(),
         ));
         let health_watch = tokio::spawn(jobs::database_health::watch(
@@ -176,6 +228,7 @@ impl Application {
         };
         stop_jobs.cancel();
         let _ = purge.await;
+        let _ = revocation_sync.await;
         if tokio::time::timeout(Duration::from_secs(1), store.close())
             .await
             .is_err()

@@ -4,9 +4,11 @@
 mod accounts;
 mod keys;
 mod password;
+mod revocations;
+mod token_cache;
 mod tokens;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -14,11 +16,13 @@ use time::OffsetDateTime;
 pub use accounts::{AccountError, Accounts};
 pub use keys::SigningKey;
 pub use password::{HashCost, PasswordCheck, PasswordPolicy, Passwords};
+pub use revocations::RevocationState;
+pub use token_cache::VerifiedTokens;
 pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
 
 use crate::{
     domain::{AccessToken, Password, UserId, Username},
-    store::{Store, StoreError, UserRecord},
+    store::{Revocation, Store, StoreError, UserRecord},
 };
 
 /// The longest a Login waits for the user's cut-off second to pass.
@@ -36,6 +40,10 @@ pub enum AuthError {
     /// The database could not be reached; the caller may retry.
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
+    /// The revocation state has not been brought up to date for too long
+    /// to be trusted: whether a token is revoked cannot be known.
+    #[error("the revocation state is out of date")]
+    RevocationsStale,
     /// Anything else: a bug or a broken deployment.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -86,16 +94,28 @@ pub enum LogoutOutcome {
 pub struct Authenticator {
     store: Store,
     tokens: AccessTokens,
+    verified: VerifiedTokens,
     passwords: Passwords,
+    revocations: Arc<RevocationState>,
 }
 
 impl Authenticator {
-    /// The use cases over `store`, issuing `tokens`, checking `passwords`.
-    pub fn new(store: Store, tokens: AccessTokens, passwords: Passwords) -> Self {
+    /// The use cases over `store`, issuing `tokens` (remembering those it
+    /// verified in `verified`), checking `passwords`, answering revocation
+    /// questions from `revocations`.
+    pub fn new(
+        store: Store,
+        tokens: AccessTokens,
+        verified: VerifiedTokens,
+        passwords: Passwords,
+        revocations: Arc<RevocationState>,
+    ) -> Self {
         Self {
             store,
             tokens,
+            verified,
             passwords,
+            revocations,
         }
     }
 
@@ -165,20 +185,37 @@ impl Authenticator {
         })
     }
 
-    /// Checks a token's signature, expiry and revocation state.
+    /// Checks a token's signature, expiry and revocation state, without a
+    /// database round trip: a token verified before skips the signature
+    /// check, and revocations are held in memory.
     ///
     /// # Errors
-    /// [`AuthError::Unavailable`] when the revocation state cannot be read:
-    /// the token is then neither valid nor invalid, and must not be trusted.
-    pub async fn validate(&self, token: &AccessToken) -> Result<Validity, AuthError> {
-        let claims = match self.tokens.verify(token.expose()) {
+    /// [`AuthError::RevocationsStale`] when the revocation state is too old
+    /// to trust: the token is then neither valid nor invalid, and must not
+    /// be trusted.
+    pub fn validate(&self, token: &AccessToken) -> Result<Validity, AuthError> {
+        let claims = match self.verify(token) {
             Ok(claims) => claims,
             Err(reason) => return Ok(Validity::Invalid(reason)),
         };
-        if self.is_revoked(&claims).await? {
+        if self.is_revoked(&claims)? {
             return Ok(Validity::Invalid(InvalidToken::Revoked));
         }
-        Ok(Validity::Valid(claims))
+        Ok(Validity::Valid(Claims::clone(&claims)))
+    }
+
+    /// The token's claims, from the cache or by verifying it.
+    fn verify(&self, token: &AccessToken) -> Result<Arc<Claims>, InvalidToken> {
+        let text = token.expose();
+        if let Some(claims) = self
+            .verified
+            .get(text, jsonwebtoken::get_current_timestamp())
+        {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.tokens.verify(text)?);
+        self.verified.insert(text, claims.clone());
+        Ok(claims)
     }
 
     /// Revokes a token until it expires; the revocation is committed before
@@ -188,12 +225,14 @@ impl Authenticator {
     /// [`AuthError::InvalidToken`] when the token is not a current token of
     /// ours; [`AuthError::Unavailable`] when the database cannot be reached.
     pub async fn logout(&self, token: &AccessToken) -> Result<LogoutOutcome, AuthError> {
-        let claims = match self.tokens.verify(token.expose()) {
+        let claims = match self.verify(token) {
             Ok(claims) => claims,
             Err(InvalidToken::Expired) => return Ok(LogoutOutcome::AlreadyInvalid),
             Err(reason) => return Err(AuthError::InvalidToken(reason)),
         };
-        if self.is_revoked(&claims).await? {
+        // Revoked already: nothing to write. Not known (the state is out of
+        // date): write anyway; a second row for one `jti` is never made.
+        if self.revocations.revokes(claims.jti, claims.sub, claims.iat) == Some(true) {
             return Ok(LogoutOutcome::AlreadyInvalid);
         }
         // Keep the row while the token could still pass the `exp` check.
@@ -205,6 +244,11 @@ impl Authenticator {
         self.store
             .revoke(claims.jti, UserId::from(claims.sub), keep_until)
             .await?;
+        // Committed: from now on this instance answers REVOKED.
+        self.revocations.apply(Revocation::Token {
+            jti: claims.jti,
+            expires_at: keep_until.unix_timestamp(),
+        });
         tracing::info!(user_id = %claims.sub, jti = %claims.jti, "revoked a token");
         Ok(LogoutOutcome::Revoked)
     }
@@ -233,14 +277,10 @@ impl Authenticator {
         }
     }
 
-    async fn is_revoked(&self, claims: &Claims) -> Result<bool, AuthError> {
-        let standing = self
-            .store
-            .token_standing(claims.jti, UserId::from(claims.sub))
-            .await?;
-        // An `iat` beyond the calendar is refused earlier (not yet valid);
-        // should one get here, it is treated as revoked.
-        Ok(unix_time(claims.iat).is_none_or(|issued_at| standing.revokes(issued_at)))
+    fn is_revoked(&self, claims: &Claims) -> Result<bool, AuthError> {
+        self.revocations
+            .revokes(claims.jti, claims.sub, claims.iat)
+            .ok_or(AuthError::RevocationsStale)
     }
 }
 

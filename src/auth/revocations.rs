@@ -20,33 +20,7 @@ use std::{
 
 use uuid::Uuid;
 
-/// One fact that revokes tokens, as the store reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    /// The token `jti` was logged out; forget it after `expires_at`
-    /// (Unix seconds), when the token can no longer validate anyway.
-    Token {
-        /// The token's id.
-        jti: Uuid,
-        /// Unix seconds.
-        expires_at: i64,
-    },
-    /// A user's standing now: tokens issued before `tokens_valid_after`
-    /// (Unix seconds) are revoked, and all of them while it is disabled.
-    User {
-        /// The user.
-        id: Uuid,
-        /// Whether the user is disabled.
-        disabled: bool,
-        /// The cut-off, Unix seconds.
-        tokens_valid_after: Option<i64>,
-    },
-    /// The user was deleted: all its tokens are revoked.
-    UserDeleted {
-        /// The user.
-        id: Uuid,
-    },
-}
+use crate::store::Revocation;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Restriction {
@@ -157,13 +131,16 @@ impl RevocationState {
 
     /// Whether the state matched the store recently enough to be trusted.
     pub fn is_fresh(&self) -> bool {
+        self.is_fresh_at(Instant::now())
+    }
+
+    fn is_fresh_at(&self, now: Instant) -> bool {
         let synced = self.synced_at.load(Ordering::Acquire);
         if synced == 0 {
             return false;
         }
-        let age = self
-            .epoch
-            .elapsed()
+        let age = now
+            .saturating_duration_since(self.epoch)
             .saturating_sub(Duration::from_micros(synced));
         age <= self.max_staleness
     }
@@ -188,7 +165,11 @@ impl RevocationState {
             .iter()
             .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
             .sum();
-        let users = self.users.read().unwrap_or_else(PoisonError::into_inner).len();
+        let users = self
+            .users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
         (tokens, users)
     }
 }
@@ -205,12 +186,16 @@ mod tests {
 
     #[test]
     fn a_state_that_never_synced_or_synced_long_ago_says_nothing() {
-        let state = RevocationState::new(Duration::from_millis(50));
+        let state = RevocationState::new(Duration::from_secs(3));
         assert_eq!(state.revokes(Uuid::new_v4(), Uuid::new_v4(), 1), None);
-        state.mark_synced(Instant::now() - Duration::from_secs(1));
-        assert_eq!(state.revokes(Uuid::new_v4(), Uuid::new_v4(), 1), None);
-        state.mark_synced(Instant::now());
-        assert_eq!(state.revokes(Uuid::new_v4(), Uuid::new_v4(), 1), Some(false));
+        let synced = Instant::now();
+        state.mark_synced(synced);
+        assert_eq!(
+            state.revokes(Uuid::new_v4(), Uuid::new_v4(), 1),
+            Some(false)
+        );
+        assert!(state.is_fresh_at(synced + Duration::from_millis(2_999)));
+        assert!(!state.is_fresh_at(synced + Duration::from_millis(3_001)));
     }
 
     #[test]

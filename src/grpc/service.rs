@@ -59,7 +59,7 @@ impl AuthApi {
         request: ValidateTokenRequest,
     ) -> Result<ValidateTokenResponse, Status> {
         let token = AccessToken::parse(request.access_token)?;
-        Ok(match self.auth.validate(&token).await? {
+        Ok(match self.auth.validate(&token)? {
             Validity::Valid(claims) => ValidateTokenResponse {
                 valid: true,
                 reason: TokenInvalidReason::Unspecified.into(),

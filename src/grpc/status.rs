@@ -24,6 +24,12 @@ impl From<AuthError> for Status {
                 tracing::warn!(error = %chain(&cause), "database unavailable");
                 Status::unavailable("the service cannot reach its database; retry later")
             }
+            AuthError::RevocationsStale => {
+                tracing::warn!("the revocation state is out of date; refusing to vouch for tokens");
+                Status::unavailable(
+                    "the service cannot confirm the token's revocation state; retry later",
+                )
+            }
             AuthError::Internal(cause) => {
                 tracing::error!(error = %chain(cause.as_ref()), "internal error");
                 Status::new(Code::Internal, "internal error")

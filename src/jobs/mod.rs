@@ -5,3 +5,4 @@
 
 pub mod database_health;
 pub mod purge;
+pub mod revocation_sync;

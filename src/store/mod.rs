@@ -22,7 +22,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use records::{AddUserError, NewUser, PurgeOutcome, TokenStanding, UserRecord};
+pub use records::{AddUserError, NewUser, PurgeOutcome, Revocation, UserRecord};
 
 use crate::domain::{UserId, Username};
 
@@ -138,6 +138,27 @@ async fn bounded<T>(
         Err(_) => Err(StoreError::TimedOut(deadline)),
     }
 }
+
+/// Where the last read of the revocation feed left off. Opaque: each
+/// backend keeps what it needs.
+#[derive(Debug, Clone, Default)]
+pub struct FeedCursor {
+    /// When the last read began, by the store's clock.
+    since: Option<OffsetDateTime>,
+    /// SQLite: the last `revoked_tokens.seq` read.
+    seq: i64,
+}
+
+impl FeedCursor {
+    fn at(clock: OffsetDateTime) -> Self {
+        Self {
+            since: Some(clock),
+            seq: 0,
+        }
+    }
+}
+
+pub use postgres::RevocationListener;
 
 /// The database, behind a connection pool. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -311,20 +332,6 @@ impl Store {
         on_backend!(self, store => store.delete_user(username).await)
     }
 
-    /// Reads, in one round trip, everything that could revoke the token
-    /// `jti` of `user`.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails: the caller must then treat
-    /// the token's state as unknown.
-    pub async fn token_standing(
-        &self,
-        jti: Uuid,
-        user: UserId,
-    ) -> Result<TokenStanding, StoreError> {
-        on_backend!(self, store => store.token_standing(jti, user).await)
-    }
-
     /// Records the revocation of token `jti` until `expires_at`. Returns
     /// whether a row was written (false: it was revoked already). The row is
     /// committed (on disk) when this returns.
@@ -353,6 +360,61 @@ impl Store {
         batch_size: u32,
     ) -> Result<PurgeOutcome, StoreError> {
         on_backend!(self, store => store.purge_expired(now, batch_size).await)
+    }
+}
+
+impl Store {
+    /// Reads every revocation still in force: what the in-memory state
+    /// starts from. Returns where a later [`Store::revocations_since`]
+    /// picks up.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn load_revocations(
+        &self,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        on_backend!(self, store => store.load_revocations(apply).await)
+    }
+
+    /// Reads the revocations made since `cursor` (and a little before: a
+    /// revocation may be given again), wherever they were made.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn revocations_since(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        on_backend!(self, store => store.revocations_since(cursor, apply).await)
+    }
+
+    /// Whether [`Store::listen`] gives notifications.
+    pub fn has_notifications(&self) -> bool {
+        matches!(self.0, Backend::Postgres(_))
+    }
+
+    /// Notifications of revocations as they commit anywhere, where the
+    /// backend has them (PostgreSQL); `None` where it does not (SQLite:
+    /// read [`Store::revocations_since`] often instead).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn listen(&self) -> Result<Option<RevocationListener>, StoreError> {
+        match &self.0 {
+            Backend::Postgres(store) => store.listen().await,
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Deletes the records of users deleted before `before`: no token of
+    /// theirs can be current any more. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn forget_deleted_users(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.forget_deleted_users(before).await)
     }
 }
 

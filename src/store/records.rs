@@ -61,31 +61,6 @@ pub enum AddUserError {
     Store(#[from] StoreError),
 }
 
-/// Whether the store revokes a token, and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
-pub struct TokenStanding {
-    /// The token's `jti` was logged out.
-    pub jti_revoked: bool,
-    /// The token's user exists.
-    pub user_exists: bool,
-    /// The token's user is disabled.
-    pub user_disabled: bool,
-    /// Tokens of this user issued before this instant are revoked.
-    pub tokens_valid_after: Option<OffsetDateTime>,
-}
-
-impl TokenStanding {
-    /// Whether a token with this standing, issued at `issued_at`, is revoked.
-    pub fn revokes(&self, issued_at: OffsetDateTime) -> bool {
-        self.jti_revoked
-            || !self.user_exists
-            || self.user_disabled
-            || self
-                .tokens_valid_after
-                .is_some_and(|cutoff| issued_at < cutoff)
-    }
-}
-
 /// What one purge pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeOutcome {
@@ -93,4 +68,33 @@ pub enum PurgeOutcome {
     Removed(u64),
     /// Another process holds the purge lock; nothing was done.
     Busy,
+}
+
+/// One fact that revokes tokens, as the store reports it: what the
+/// in-memory revocation state is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The token `jti` was logged out; forget it after `expires_at`
+    /// (Unix seconds), when the token can no longer validate anyway.
+    Token {
+        /// The token's id.
+        jti: Uuid,
+        /// Unix seconds.
+        expires_at: i64,
+    },
+    /// A user's standing now: tokens issued before `tokens_valid_after`
+    /// (Unix seconds) are revoked, and all of them while it is disabled.
+    User {
+        /// The user.
+        id: Uuid,
+        /// Whether the user is disabled.
+        disabled: bool,
+        /// The cut-off, Unix seconds.
+        tokens_valid_after: Option<i64>,
+    },
+    /// The user was deleted: all its tokens are revoked.
+    UserDeleted {
+        /// The user.
+        id: Uuid,
+    },
 }

@@ -11,7 +11,7 @@ use authd::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
         auth_service_client::AuthServiceClient,
     },
-    jobs::purge::PurgeSettings,
+    jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
     startup::{Application, ServeSettings},
     store::{DatabaseSettings, Store},
 };
@@ -275,6 +275,8 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
         },
         shutdown_grace_period: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),
+        token_cache_bytes: 1 << 20,
+        revocation_sync: SyncSettings::default(),
     }
 }
 
@@ -364,6 +366,36 @@ impl TestApp {
             })
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Waits, at most 5 s, until ValidateToken says `token` is revoked:
+    /// for a change made by another process (the CLI, another instance),
+    /// which reaches this one by notification or catch-up.
+    pub async fn eventually_revoked(&mut self, token: &str) {
+        self.eventually(token, |answer| {
+            answer.reason() == authd::grpc::pb::TokenInvalidReason::Revoked
+        })
+        .await;
+    }
+
+    /// Waits, at most 5 s, until ValidateToken says `token` is valid.
+    pub async fn eventually_valid(&mut self, token: &str) {
+        self.eventually(token, |answer| answer.valid).await;
+    }
+
+    async fn eventually(&mut self, token: &str, wanted: impl Fn(&ValidateTokenResponse) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = self.try_validate(token).await;
+            if answer.as_ref().is_ok_and(&wanted) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ValidateToken still answers {answer:?} after 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub async fn health(&mut self, service: &str) -> ServingStatus {

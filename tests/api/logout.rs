@@ -78,6 +78,7 @@ async fn logout_of_a_token_revoked_with_its_user_writes_nothing(backend: Backend
         .disable(&authd::domain::Username::parse("alice").unwrap())
         .await
         .unwrap();
+    world.app.eventually_revoked(&login.access_token).await;
 
     world.app.logout(&login.access_token).await.unwrap();
 

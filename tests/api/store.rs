@@ -3,7 +3,7 @@
 
 use authd::{
     domain::{UserId, Username},
-    store::{AddUserError, NewUser, Store, TokenStanding},
+    store::{AddUserError, NewUser, Revocation, Store},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -129,8 +129,11 @@ async fn disabling_keeps_its_first_instant_and_enabling_clears_it(backend: Backe
     assert!(store.disable_user(&alice, second(1)).await.unwrap());
     let again = store.find_user_by_name(&alice).await.unwrap().unwrap();
     assert_eq!(again.disabled_at, Some(disabled_at));
-    let standing = store.token_standing(Uuid::new_v4(), id).await.unwrap();
-    assert!(standing.user_disabled);
+    assert!(revocations(&store).await.contains(&Revocation::User {
+        id: id.as_uuid(),
+        disabled: true,
+        tokens_valid_after: Some(second(1).unix_timestamp()),
+    }));
 
     assert!(store.enable_user(&alice).await.unwrap());
     let enabled = store.find_user_by_name(&alice).await.unwrap().unwrap();
@@ -150,50 +153,92 @@ async fn disabling_keeps_its_first_instant_and_enabling_clears_it(backend: Backe
     }
 }
 
-async fn the_standing_of_a_token_tells_every_reason_to_revoke_it(backend: Backend) {
+/// Everything the store reports to the in-memory revocation state.
+async fn revocations(store: &Store) -> Vec<Revocation> {
+    let mut seen = Vec::new();
+    store
+        .load_revocations(&mut |revocation| seen.push(revocation))
+        .await
+        .unwrap();
+    seen
+}
+
+async fn the_feed_reports_every_revocation_in_force(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let id = add(&store, "alice", &[]).await.unwrap();
-    let jti = Uuid::new_v4();
+    let alice = add(&store, "alice", &[]).await.unwrap();
+    let bob = add(&store, "bob", &[]).await.unwrap();
+    add(&store, "carol", &[]).await.unwrap();
+    assert_eq!(revocations(&store).await, [], "no one is restricted yet");
 
-    assert_eq!(
-        store.token_standing(jti, id).await.unwrap(),
-        TokenStanding {
-            jti_revoked: false,
-            user_exists: true,
-            user_disabled: false,
-            tokens_valid_after: None,
-        }
-    );
-
-    assert!(store.revoke(jti, id, second(60)).await.unwrap());
-    assert!(!store.revoke(jti, id, second(60)).await.unwrap(), "once");
-    assert!(store.token_standing(jti, id).await.unwrap().jti_revoked);
+    let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
+    assert!(store.revoke(live, alice, second(60)).await.unwrap());
     assert!(
-        !store
-            .token_standing(Uuid::new_v4(), id)
-            .await
-            .unwrap()
-            .jti_revoked
+        !store.revoke(live, alice, second(60)).await.unwrap(),
+        "once"
     );
-
+    assert!(store.revoke(expired, alice, second(-60)).await.unwrap());
     store
         .set_password(&name("alice"), "h", second(3))
         .await
         .unwrap();
-    let standing = store.token_standing(Uuid::new_v4(), id).await.unwrap();
-    assert_eq!(standing.tokens_valid_after, Some(second(3)));
-    assert!(standing.revokes(second(2)));
-    assert!(!standing.revokes(second(3)));
+    store.delete_user(&name("bob")).await.unwrap();
 
-    assert!(store.delete_user(&name("alice")).await.unwrap());
-    let gone = store.token_standing(Uuid::new_v4(), id).await.unwrap();
-    assert!(!gone.user_exists && gone.revokes(second(100)));
-    let stranger = store
-        .token_standing(Uuid::new_v4(), UserId::generate())
+    let mut seen = revocations(&store).await;
+    seen.sort_by_key(|r| format!("{r:?}"));
+    let mut wanted = vec![
+        Revocation::Token {
+            jti: live,
+            expires_at: second(60).unix_timestamp(),
+        },
+        Revocation::User {
+            id: alice.as_uuid(),
+            disabled: false,
+            tokens_valid_after: Some(second(3).unix_timestamp()),
+        },
+        Revocation::UserDeleted { id: bob.as_uuid() },
+    ];
+    wanted.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(seen, wanted, "the expired revocation is not loaded");
+}
+
+async fn a_catch_up_reads_what_changed_since_the_last_read(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (reader, writer) = (store.clone(), db.store().await);
+    let alice = add(&writer, "alice", &[]).await.unwrap();
+    let cursor = reader.load_revocations(&mut |_| {}).await.unwrap();
+
+    let jti = Uuid::new_v4();
+    writer.revoke(jti, alice, second(60)).await.unwrap();
+    writer
+        .disable_user(&name("alice"), second(2))
         .await
         .unwrap();
-    assert!(!stranger.user_exists);
+    let mut seen = Vec::new();
+    let cursor = reader
+        .revocations_since(&cursor, &mut |r| seen.push(r))
+        .await
+        .unwrap();
+    assert!(seen.contains(&Revocation::Token {
+        jti,
+        expires_at: second(60).unix_timestamp()
+    }));
+    assert!(seen.contains(&Revocation::User {
+        id: alice.as_uuid(),
+        disabled: true,
+        tokens_valid_after: Some(second(2).unix_timestamp()),
+    }));
+
+    writer.delete_user(&name("alice")).await.unwrap();
+    let mut later = Vec::new();
+    reader
+        .revocations_since(&cursor, &mut |r| later.push(r))
+        .await
+        .unwrap();
+    assert!(later.contains(&Revocation::UserDeleted {
+        id: alice.as_uuid()
+    }));
 }
 
 async fn a_rehash_replaces_only_the_hash_it_was_computed_from(backend: Backend) {
@@ -283,7 +328,8 @@ on_both_backends!(
     users_are_listed_by_name_with_their_roles,
     a_cut_off_only_ever_moves_forward,
     disabling_keeps_its_first_instant_and_enabling_clears_it,
-    the_standing_of_a_token_tells_every_reason_to_revoke_it,
+    the_feed_reports_every_revocation_in_force,
+    a_catch_up_reads_what_changed_since_the_last_read,
     a_rehash_replaces_only_the_hash_it_was_computed_from,
     concurrent_writers_on_one_database_all_succeed,
     instances_starting_together_all_migrate,

@@ -316,14 +316,15 @@ def test_a_first_start_on_nothing_serves_and_says_how_to_add_a_user(pb, tmp_path
 def test_processes_sharing_one_sqlite_file_under_load(pb, tmp_path):
     """Two authd processes on one SQLite file, Logins and Logouts from
     several clients at once: every call succeeds (no "database is locked"
-    reaches a client) and each process sees the other's revocations."""
+    reaches a client), a Logout is seen at once by the process that took
+    it and soon (well under a second) by the other."""
     auth_pb2, auth_pb2_grpc = pb
     workdir = tmp_path / "shared"
     workdir.mkdir()
     database = Sqlite(workdir)
     assert cli(database, "user", "add", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
     servers = [Authd(database), Authd(database)]
-    failures, logouts = [], []
+    failures, logouts, lags = [], [], []
 
     def client(n):
         channels = [grpc.insecure_channel(s.addr) for s in servers]
@@ -336,8 +337,15 @@ def test_processes_sharing_one_sqlite_file_under_load(pb, tmp_path):
                     assert other.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token)).valid
                     first.Logout(auth_pb2.LogoutRequest(access_token=token))
                     logouts.append(token)
-                    answer = other.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
-                    assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
+                    answer = first.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
+                    assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED, "at once where logged out"
+                    # The other process reads the file's new revocations ten
+                    # times a second.
+                    deadline = time.monotonic() + 5
+                    while other.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token)).valid:
+                        assert time.monotonic() < deadline, "the other process never saw the logout"
+                        time.sleep(0.01)
+                    lags.append(time.monotonic() - (deadline - 5))
                 except (grpc.RpcError, AssertionError) as err:
                     failures.append(repr(err))
         finally:
@@ -352,6 +360,7 @@ def test_processes_sharing_one_sqlite_file_under_load(pb, tmp_path):
             t.join(timeout=300)
         assert failures == []
         assert len(logouts) == 6 * 15
+        assert max(lags) < 1.0, f"slowest propagation {max(lags):.3f} s"
         assert database.revoked_rows() == 6 * 15
     finally:
         for s in servers:

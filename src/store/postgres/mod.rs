@@ -1,8 +1,11 @@
 //! The PostgreSQL backend: for production and for several instances
 //! sharing one database.
 
+mod feed;
 mod revocations;
 mod users;
+
+pub use feed::RevocationListener;
 
 use std::time::Duration;
 
@@ -79,6 +82,15 @@ impl PgStore {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A failure outside [`PgStore::bounded`], sorted the same way.
+fn classify(err: sqlx::Error) -> StoreError {
+    if is_unavailable(&err) {
+        StoreError::Unavailable(err)
+    } else {
+        StoreError::Query(err)
     }
 }
 

@@ -7,34 +7,13 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::{
     domain::UserId,
-    store::{PurgeOutcome, StoreError, TokenStanding},
+    store::{PurgeOutcome, StoreError},
 };
 
 /// The advisory lock that lets one process purge at a time ("authdpur").
 const PURGE_LOCK_KEY: i64 = 0x6175_7468_6470_7572;
 
 impl PgStore {
-    pub(in crate::store) async fn token_standing(
-        &self,
-        jti: Uuid,
-        user: UserId,
-    ) -> Result<TokenStanding, StoreError> {
-        self.bounded(
-            sqlx::query_as::<_, TokenStanding>(
-                "select exists (select 1 from revoked_tokens where jti = $1) as jti_revoked, \
-                    u.id is not null as user_exists, \
-                    u.disabled_at is not null as user_disabled, \
-                    u.tokens_valid_after \
-             from (values (1)) as one \
-             left join users u on u.id = $2",
-            )
-            .bind(jti)
-            .bind(user.as_uuid())
-            .fetch_one(&self.pool),
-        )
-        .await
-    }
-
     pub(in crate::store) async fn revoke(
         &self,
         jti: Uuid,

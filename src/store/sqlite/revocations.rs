@@ -3,54 +3,16 @@
 
 use std::fs::{File, TryLockError};
 
-use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{SqliteStore, from_unix, open_lock_file, to_unix};
+use super::{SqliteStore, open_lock_file, to_unix};
 use crate::{
     domain::UserId,
-    store::{PurgeOutcome, StoreError, TokenStanding},
+    store::{PurgeOutcome, StoreError},
 };
 
-/// [`TokenStanding`] as SQLite returns it.
-#[derive(FromRow)]
-struct StandingRow {
-    jti_revoked: bool,
-    user_exists: bool,
-    user_disabled: bool,
-    tokens_valid_after: Option<i64>,
-}
-
 impl SqliteStore {
-    pub(in crate::store) async fn token_standing(
-        &self,
-        jti: Uuid,
-        user: UserId,
-    ) -> Result<TokenStanding, StoreError> {
-        self.bounded(async {
-            let row = sqlx::query_as::<_, StandingRow>(
-                "select exists (select 1 from revoked_tokens where jti = $1) as jti_revoked, \
-                    u.id is not null as user_exists, \
-                    u.disabled_at is not null as user_disabled, \
-                    u.tokens_valid_after \
-                 from (select 1) as one \
-                 left join users u on u.id = $2",
-            )
-            .bind(jti)
-            .bind(user.as_uuid())
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(TokenStanding {
-                jti_revoked: row.jti_revoked,
-                user_exists: row.user_exists,
-                user_disabled: row.user_disabled,
-                tokens_valid_after: row.tokens_valid_after.map(from_unix).transpose()?,
-            })
-        })
-        .await
-    }
-
     pub(in crate::store) async fn revoke(
         &self,
         jti: Uuid,

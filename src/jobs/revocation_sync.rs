@@ -1,0 +1,148 @@
+//! Keeps the in-memory revocation state in step with the store: applies
+//! the notifications of revocations made elsewhere as they arrive
+//! (PostgreSQL), catches up on a short period (and at once whenever a
+//! notification may have been lost), and forgets what has expired.
+
+use std::{sync::Arc, time::Duration};
+
+use time::OffsetDateTime;
+use tokio::{sync::Notify, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::RevocationState,
+    store::{FeedCursor, Store},
+};
+
+/// How the state is kept current.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncSettings {
+    /// Time between catch-ups where notifications arrive (PostgreSQL).
+    pub catch_up_interval: Duration,
+    /// Time between catch-ups where they do not (SQLite): the only way
+    /// another process's revocations arrive.
+    pub poll_interval: Duration,
+    /// Time between sweeps of expired revocations out of memory.
+    pub sweep_interval: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            catch_up_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(100),
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs until `stop` is cancelled, starting from `cursor` (where the
+/// start-up load left off).
+pub async fn run(
+    store: Store,
+    state: Arc<RevocationState>,
+    mut cursor: FeedCursor,
+    settings: SyncSettings,
+    stop: CancellationToken,
+) {
+    let missed = Arc::new(Notify::new());
+    let notified = store.has_notifications();
+    let listening = tokio::spawn(listen(
+        store.clone(),
+        state.clone(),
+        missed.clone(),
+        stop.clone(),
+    ));
+    let period = if notified {
+        settings.catch_up_interval
+    } else {
+        settings.poll_interval
+    };
+    let mut catch_up = tokio::time::interval(period);
+    catch_up.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(settings.sweep_interval);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = sweep.tick() => {
+                state.forget_expired(OffsetDateTime::now_utc().unix_timestamp());
+                continue;
+            }
+            _ = catch_up.tick() => {}
+            () = missed.notified() => {}
+        }
+        let began = std::time::Instant::now();
+        let mut apply = |revocation| state.apply(revocation);
+        let read = tokio::select! {
+            () = stop.cancelled() => break,
+            read = store.revocations_since(&cursor, &mut apply) => read,
+        };
+        match read {
+            Ok(next) => {
+                cursor = next;
+                state.mark_synced(began);
+                if failing {
+                    failing = false;
+                    tracing::info!("the revocation state is current again");
+                }
+            }
+            Err(err) => {
+                if !failing {
+                    failing = true;
+                    tracing::warn!(
+                        error = %err,
+                        "cannot read revocations; ValidateToken answers UNAVAILABLE once the \
+                         state is too old to trust"
+                    );
+                }
+            }
+        }
+    }
+    let _ = listening.await;
+}
+
+/// Applies notifications as they arrive; signals `missed` whenever some may
+/// have been lost. Returns at once where the store has none.
+async fn listen(
+    store: Store,
+    state: Arc<RevocationState>,
+    missed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let listener = tokio::select! {
+            () = stop.cancelled() => return,
+            listener = store.listen() => listener,
+        };
+        match listener {
+            Ok(None) => return,
+            Ok(Some(mut listener)) => {
+                // Whatever committed before we listened comes by catch-up.
+                missed.notify_one();
+                loop {
+                    let next = tokio::select! {
+                        () = stop.cancelled() => return,
+                        next = listener.next() => next,
+                    };
+                    match next {
+                        Ok(Some(revocation)) => state.apply(revocation),
+                        Ok(None) => missed.notify_one(),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "lost the revocation notifications; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot listen for revocations yet");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The revocation feed on PostgreSQL: a full read at start-up, catch-up
+//! reads of what changed, and the notifications the triggers send.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgNotification};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::store::{FeedCursor, Revocation, StoreError};
+
+/// The channel the triggers announce changes on.
+const CHANNEL: &str = "authd_revocations";
+
+/// Rows per read, so that no single statement outlives its deadline.
+const PAGE: i64 = 50_000;
+
+/// How far back a catch-up looks before the instant the previous one
+/// began: a row stamped `now()` at the start of its transaction may commit
+/// a little later (every write is bounded by the operation deadline).
+const OVERLAP: Duration = Duration::from_secs(10);
+
+/// Unix seconds, rounded up: an expiry or a cut-off is never moved earlier.
+const UNIX_SECONDS: &str = "ceil(extract(epoch from {}))::bigint";
+
+fn unix(column: &str) -> String {
+    UNIX_SECONDS.replace("{}", column)
+}
+
+impl PgStore {
+    pub(in crate::store) async fn load_revocations(
+        &self,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        let clock = self.clock().await?;
+        let mut last = Uuid::nil();
+        loop {
+            let sql = format!(
+                "select jti, {} from revoked_tokens where expires_at >= $1 and jti > $2 \
+                 order by jti limit $3",
+                unix("expires_at")
+            );
+            let rows: Vec<(Uuid, i64)> = self
+                .bounded(
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(clock)
+                        .bind(last)
+                        .bind(PAGE)
+                        .fetch_all(&self.pool),
+                )
+                .await?;
+            for &(jti, expires_at) in &rows {
+                apply(Revocation::Token { jti, expires_at });
+            }
+            match rows.last() {
+                Some(&(jti, _)) if rows.len() as i64 == PAGE => last = jti,
+                _ => break,
+            }
+        }
+        self.read_users(
+            "disabled_at is not null or tokens_valid_after is not null",
+            None,
+            apply,
+        )
+        .await?;
+        self.read_deleted_users(None, apply).await?;
+        Ok(FeedCursor::at(clock))
+    }
+
+    pub(in crate::store) async fn revocations_since(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        let clock = self.clock().await?;
+        let since = cursor
+            .since
+            .map_or(OffsetDateTime::UNIX_EPOCH, |s| s - OVERLAP);
+        let mut last = Uuid::nil();
+        loop {
+            let sql = format!(
+                "select jti, {} from revoked_tokens where revoked_at >= $1 and jti > $2 \
+                 order by jti limit $3",
+                unix("expires_at")
+            );
+            let rows: Vec<(Uuid, i64)> = self
+                .bounded(
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(since)
+                        .bind(last)
+                        .bind(PAGE)
+                        .fetch_all(&self.pool),
+                )
+                .await?;
+            for &(jti, expires_at) in &rows {
+                apply(Revocation::Token { jti, expires_at });
+            }
+            match rows.last() {
+                Some(&(jti, _)) if rows.len() as i64 == PAGE => last = jti,
+                _ => break,
+            }
+        }
+        self.read_users("updated_at >= $1", Some(since), apply)
+            .await?;
+        self.read_deleted_users(Some(since), apply).await?;
+        Ok(FeedCursor::at(clock))
+    }
+
+    /// The database's clock: the cursor is kept in its time, not ours.
+    async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
+        self.bounded(sqlx::query_scalar("select now()").fetch_one(&self.pool))
+            .await
+    }
+
+    async fn read_users(
+        &self,
+        filter: &str,
+        since: Option<OffsetDateTime>,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "select id, disabled_at is not null, {} from users where {filter}",
+            unix("tokens_valid_after")
+        );
+        let mut query = sqlx::query_as::<_, (Uuid, bool, Option<i64>)>(sqlx::AssertSqlSafe(sql));
+        if let Some(since) = since {
+            query = query.bind(since);
+        }
+        for (id, disabled, tokens_valid_after) in self.bounded(query.fetch_all(&self.pool)).await? {
+            apply(Revocation::User {
+                id,
+                disabled,
+                tokens_valid_after,
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_deleted_users(
+        &self,
+        since: Option<OffsetDateTime>,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = self
+            .bounded(
+                sqlx::query_scalar("select user_id from deleted_users where deleted_at >= $1")
+                    .bind(since.unwrap_or(OffsetDateTime::UNIX_EPOCH))
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        for id in ids {
+            apply(Revocation::UserDeleted { id });
+        }
+        Ok(())
+    }
+
+    pub(in crate::store) async fn forget_deleted_users(
+        &self,
+        before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let done = self
+            .bounded(
+                sqlx::query("delete from deleted_users where deleted_at < $1")
+                    .bind(before)
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(in crate::store) async fn listen(&self) -> Result<Option<RevocationListener>, StoreError> {
+        let mut listener = self.bounded(PgListener::connect_with(&self.pool)).await?;
+        self.bounded(listener.listen(CHANNEL)).await?;
+        Ok(Some(RevocationListener { listener }))
+    }
+}
+
+/// Notifications of revocations made anywhere, as they commit.
+#[derive(Debug)]
+pub struct RevocationListener {
+    listener: PgListener,
+}
+
+impl RevocationListener {
+    /// Waits for the next revocation announced. `Ok(None)` when
+    /// notifications may have been missed (the connection dropped and was
+    /// made again, or a payload did not parse): the caller must catch up.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the connection cannot be made again.
+    pub async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
+        match self.listener.try_recv().await {
+            Ok(Some(notification)) => Ok(parse(&notification)),
+            Ok(None) => Ok(None),
+            Err(err) => Err(super::classify(err)),
+        }
+    }
+}
+
+fn parse(notification: &PgNotification) -> Option<Revocation> {
+    let payload = notification.payload();
+    let parsed = parse_payload(payload);
+    if parsed.is_none() {
+        tracing::warn!(
+            payload,
+            "an announcement of a revocation does not parse; catching up"
+        );
+    }
+    parsed
+}
+
+fn parse_payload(payload: &str) -> Option<Revocation> {
+    let mut words = payload.split(' ');
+    let revocation = match (words.next()?, words.next()?) {
+        ("token", jti) => Revocation::Token {
+            jti: jti.parse().ok()?,
+            expires_at: words.next()?.parse().ok()?,
+        },
+        ("user", id) => Revocation::User {
+            id: id.parse().ok()?,
+            disabled: words.next()?.parse().ok()?,
+            tokens_valid_after: match words.next()? {
+                "-" => None,
+                seconds => Some(seconds.parse().ok()?),
+            },
+        },
+        ("deleted", id) => Revocation::UserDeleted {
+            id: id.parse().ok()?,
+        },
+        _ => return None,
+    };
+    words.next().is_none().then_some(revocation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_triggers_payloads_parse() {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            parse_payload(&format!("token {id} 1700000000")),
+            Some(Revocation::Token {
+                jti: id,
+                expires_at: 1_700_000_000
+            })
+        );
+        assert_eq!(
+            parse_payload(&format!("user {id} true 1700000001")),
+            Some(Revocation::User {
+                id,
+                disabled: true,
+                tokens_valid_after: Some(1_700_000_001)
+            })
+        );
+        assert_eq!(
+            parse_payload(&format!("user {id} false -")),
+            Some(Revocation::User {
+                id,
+                disabled: false,
+                tokens_valid_after: None
+            })
+        );
+        assert_eq!(
+            parse_payload(&format!("deleted {id}")),
+            Some(Revocation::UserDeleted { id })
+        );
+        for bad in [
+            "",
+            "token",
+            "token x 1",
+            &format!("token {id}"),
+            &format!("token {id} 1 2"),
+            &format!("user {id} maybe -"),
+            &format!("gone {id}"),
+        ] {
+            assert_eq!(parse_payload(bad), None, "{bad}");
+        }
+    }
+}

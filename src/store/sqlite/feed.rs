@@ -1,0 +1,131 @@
+//! The revocation feed on SQLite. Processes sharing the file have no
+//! notifications: they read what is new, often. Revocations carry the
+//! order they were committed in (`seq`; SQLite has one writer at a time),
+//! so a read past the last `seq` seen misses nothing and re-reads nothing.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{SqliteStore, to_unix};
+use crate::store::{FeedCursor, Revocation, StoreError};
+
+/// Rows per read, so that no single statement outlives its deadline.
+const PAGE: i64 = 50_000;
+
+/// How far back the read of changed users looks before the previous
+/// read began: a change is stamped before it waits for the write lock.
+const OVERLAP: Duration = Duration::from_secs(10);
+
+impl SqliteStore {
+    pub(in crate::store) async fn load_revocations(
+        &self,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        self.read_feed(&FeedCursor::default(), apply).await
+    }
+
+    pub(in crate::store) async fn revocations_since(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        self.read_feed(cursor, apply).await
+    }
+
+    pub(in crate::store) async fn forget_deleted_users(
+        &self,
+        before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let done = self
+            .bounded(
+                sqlx::query("delete from deleted_users where deleted_at < $1")
+                    .bind(to_unix(before))
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn read_feed(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        let clock = OffsetDateTime::now_utc();
+        let now = to_unix(clock);
+        let mut seq = cursor.seq;
+        loop {
+            let rows: Vec<(i64, Uuid, i64)> = self
+                .bounded(
+                    sqlx::query_as(
+                        "select seq, jti, expires_at from revoked_tokens where seq > $1 \
+                         order by seq limit $2",
+                    )
+                    .bind(seq)
+                    .bind(PAGE)
+                    .fetch_all(&self.pool),
+                )
+                .await?;
+            for &(_, jti, expires_at) in rows.iter().filter(|row| row.2 >= now) {
+                apply(Revocation::Token { jti, expires_at });
+            }
+            if let Some(&(last, _, _)) = rows.last() {
+                seq = last;
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+
+        let users: Vec<(Uuid, bool, Option<i64>)> = match cursor.since {
+            None => {
+                self.bounded(
+                    sqlx::query_as(
+                        "select id, disabled_at is not null, tokens_valid_after from users \
+                         where disabled_at is not null or tokens_valid_after is not null",
+                    )
+                    .fetch_all(&self.pool),
+                )
+                .await?
+            }
+            Some(since) => {
+                self.bounded(
+                    sqlx::query_as(
+                        "select id, disabled_at is not null, tokens_valid_after from users \
+                         where updated_at >= $1",
+                    )
+                    .bind(to_unix(since - OVERLAP))
+                    .fetch_all(&self.pool),
+                )
+                .await?
+            }
+        };
+        for (id, disabled, tokens_valid_after) in users {
+            apply(Revocation::User {
+                id,
+                disabled,
+                tokens_valid_after,
+            });
+        }
+
+        let since = cursor
+            .since
+            .map_or(i64::MIN, |since| to_unix(since - OVERLAP));
+        let deleted: Vec<Uuid> = self
+            .bounded(
+                sqlx::query_scalar("select user_id from deleted_users where deleted_at >= $1")
+                    .bind(since)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        for id in deleted {
+            apply(Revocation::UserDeleted { id });
+        }
+        Ok(FeedCursor {
+            since: Some(clock),
+            seq,
+        })
+    }
+}
