@@ -327,6 +327,7 @@ impl ServeArgs {
             purge: PurgeSettings {
                 interval: self.purge_interval,
                 batch_size: self.purge_batch_size,
+                deleted_user_retention: self.access_token_ttl + self.leeway,
             },
             shutdown_grace_period: self.shutdown_grace_period,
             request_timeout: self.request_timeout,

@@ -31,8 +31,8 @@ const MAX_PENDING_ACCEPT_RESETS: usize = 64;
 
 /// How long the revocation state is trusted after it last matched the
 /// store; past that, ValidateToken answers UNAVAILABLE. Catch-ups run every
-/// second (PostgreSQL) or ten times a second (SQLite), so this allows two
-/// to fail.
+/// second (PostgreSQL) or forty times a second (SQLite), so this allows at
+/// least two to fail.
 pub const MAX_REVOCATION_STALENESS: Duration = Duration::from_secs(3);
 
 /// Everything `authd serve` needs to know.

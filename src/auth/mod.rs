@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 pub use accounts::{AccountError, Accounts};
 pub use keys::SigningKey;
-pub use password::{HashCost, PasswordCheck, PasswordPolicy, Passwords};
+pub use password::{HashCost, Overloaded, PasswordCheck, PasswordPolicy, Passwords};
 pub use revocations::RevocationState;
 pub use token_cache::VerifiedTokens;
 pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
@@ -40,6 +40,10 @@ pub enum AuthError {
     /// The database could not be reached; the caller may retry.
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
+    /// Too many Logins are waiting for a password check: refused at once
+    /// rather than answered late.
+    #[error("too many logins in progress")]
+    Overloaded,
     /// The revocation state has not been brought up to date for too long
     /// to be trusted: whether a token is revoked cannot be known.
     #[error("the revocation state is out of date")]
@@ -140,7 +144,13 @@ impl Authenticator {
             .passwords
             .verify(password, stored_hash)
             .await
-            .map_err(AuthError::Internal)?;
+            .map_err(|err| {
+                if err.is::<Overloaded>() {
+                    AuthError::Overloaded
+                } else {
+                    AuthError::Internal(err)
+                }
+            })?;
         let (user, rehash) = match (user, check) {
             (Some(user), PasswordCheck::Matches { rehash }) if user.disabled_at.is_none() => {
                 (user, rehash)

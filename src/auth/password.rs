@@ -1,15 +1,19 @@
 //! Password hashing with argon2id, off the async runtime and bounded, so a
-//! login flood can neither starve other requests nor exhaust memory.
+//! login flood can neither starve other requests nor exhaust memory: a
+//! fixed set of threads (one per core) runs the hashes, behind a queue that
+//! holds about a second of work. A check that finds the queue full, or that
+//! waited in it longer than a second, is refused at once ([`Overloaded`]).
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use argon2::{
     ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _,
     PasswordVerifier as _, Version,
 };
-use tokio::sync::Semaphore;
-use tracing::Instrument as _;
 
 use crate::domain::Password;
 
@@ -88,39 +92,89 @@ pub enum PasswordCheck {
     Fails,
 }
 
+/// The longest a password check waits for a hashing thread.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// More password checks are waiting than the threads can run within about
+/// a second: this one was refused without running.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("too many password checks are waiting; retry shortly")]
+pub struct Overloaded;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and the bounded queue in front of them. The threads
+/// end when the last [`Passwords`] clone is dropped.
+#[derive(Debug)]
+struct HashThreads {
+    queue: mpsc::SyncSender<Job>,
+}
+
+impl HashThreads {
+    fn start(threads: usize, queue_capacity: usize) -> anyhow::Result<Self> {
+        let (queue, jobs) = mpsc::sync_channel::<Job>(queue_capacity);
+        let jobs = Arc::new(Mutex::new(jobs));
+        for n in 0..threads {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("authd-argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(mpsc::RecvError) => return,
+                        }
+                    }
+                })
+                .context("cannot start a password hashing thread")?;
+        }
+        Ok(Self { queue })
+    }
+}
+
 /// Hashes and verifies passwords.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     argon2: Argon2<'static>,
     /// The cost of new hashes; older hashes are replaced on the next login.
     cost: HashCost,
-    /// One permit per hash in progress: at most this many run at once, each
-    /// on a blocking thread, each holding `memory_kib` of memory.
-    permits: Arc<Semaphore>,
+    /// At most one hash per thread runs at once, each holding `memory_kib`
+    /// of memory; the threads keep their memory for the next hash.
+    threads: Arc<HashThreads>,
     /// A hash of a random password, verified against when the user does not
     /// exist, so an unknown name costs the same time as a wrong password.
     dummy_hash: Arc<str>,
 }
 
 impl Passwords {
-    /// A hasher with `cost`, running at most `concurrency` hashes at once.
+    /// A hasher with `cost`, running at most `concurrency` hashes at once
+    /// on threads of its own, with about a second of work queued at most.
     ///
     /// # Errors
-    /// When the cost parameters are out of argon2's range.
+    /// When the cost parameters are out of argon2's range, or the threads
+    /// cannot be started.
     pub fn new(cost: HashCost, concurrency: usize) -> anyhow::Result<Self> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|err| anyhow::anyhow!("invalid argon2 parameters: {err}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let random = uuid::Uuid::new_v4();
+        let timed = Instant::now();
         let dummy_hash = argon2
             .hash_password(random.as_bytes())
             .map_err(|err| anyhow::anyhow!("argon2 failed: {err}"))
             .context("cannot prepare the dummy password hash")?
             .to_string();
+        // As many checks as the threads get through in about a second.
+        let threads = concurrency.max(1);
+        let one = timed.elapsed().max(Duration::from_micros(100));
+        let per_second = (MAX_QUEUE_WAIT.as_secs_f64() / one.as_secs_f64()) as usize;
+        let queue_capacity = threads.saturating_mul(per_second).max(threads);
         Ok(Self {
             argon2,
             cost,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            threads: Arc::new(HashThreads::start(threads, queue_capacity)?),
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -148,7 +202,7 @@ impl Passwords {
     /// without running it.
     ///
     /// # Errors
-    /// When the blocking pool is gone (the runtime is shutting down).
+    /// [`Overloaded`] when too many checks are waiting.
     pub async fn verify(
         &self,
         password: &Password,
@@ -186,20 +240,34 @@ impl Passwords {
         .await
     }
 
+    /// Runs `work` on a hashing thread. Refused with [`Overloaded`] when
+    /// the queue is full, or when the work waited over a second for a
+    /// thread (its caller would rather hear no at once than late).
     async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("the password hasher is shut down")?;
+        let (done, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .instrument(tracing::Span::current())
+        let queued = Instant::now();
+        let job: Job = Box::new(move || {
+            if queued.elapsed() > MAX_QUEUE_WAIT {
+                let _ = done.send(Err(Overloaded));
+                return;
+            }
+            let _ = done.send(Ok(span.in_scope(work)));
+        });
+        match self.threads.queue.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => return Err(Overloaded.into()),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                anyhow::bail!("the password hashing threads are gone")
+            }
+        }
+        result
             .await
-            .context("a password hashing task failed")
+            .context("a password hashing thread failed")?
+            .map_err(anyhow::Error::from)
     }
 }
 
@@ -230,6 +298,40 @@ mod tests {
             2,
         )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_checks_is_refused_at_once_beyond_the_queue() {
+        // One thread, a hash of some milliseconds: the queue holds about a
+        // second's worth, far fewer than the flood.
+        let passwords = Passwords::new(
+            HashCost {
+                memory_kib: 4096,
+                iterations: 2,
+                parallelism: 1,
+            },
+            1,
+        )
+        .unwrap();
+        let password = Password::parse("correct horse").unwrap();
+        let hash = passwords.hash(&password).await.unwrap();
+        let checks = (0..2_000).map(|_| {
+            let (passwords, password, hash) = (passwords.clone(), password.clone(), hash.clone());
+            tokio::spawn(async move { passwords.verify(&password, Some(&hash)).await })
+        });
+        let (mut matched, mut refused) = (0, 0);
+        for check in checks.collect::<Vec<_>>() {
+            match check.await.unwrap() {
+                Ok(PasswordCheck::Matches { .. }) => matched += 1,
+                Err(err) if err.is::<Overloaded>() => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            matched > 0 && refused > 0,
+            "{matched} matched, {refused} refused"
+        );
+        assert_eq!(matched + refused, 2_000);
     }
 
     #[tokio::test]

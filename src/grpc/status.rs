@@ -24,6 +24,9 @@ impl From<AuthError> for Status {
                 tracing::warn!(error = %chain(&cause), "database unavailable");
                 Status::unavailable("the service cannot reach its database; retry later")
             }
+            AuthError::Overloaded => {
+                Status::resource_exhausted("too many logins in progress; retry shortly")
+            }
             AuthError::RevocationsStale => {
                 tracing::warn!("the revocation state is out of date; refusing to vouch for tokens");
                 Status::unavailable(

@@ -15,6 +15,9 @@ pub struct PurgeSettings {
     pub interval: Duration,
     /// Rows deleted per statement.
     pub batch_size: u32,
+    /// How long a deleted user is remembered: the longest a token issued
+    /// before its deletion can stay current (token lifetime plus leeway).
+    pub deleted_user_retention: Duration,
 }
 
 /// Runs one purge pass now: what `authd purge` and each tick do.
@@ -57,6 +60,15 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
                 retry_in = %humantime::format_duration(settings.interval),
                 "purge failed"
             ),
+        }
+        let before = OffsetDateTime::now_utc() - settings.deleted_user_retention;
+        match store.forget_deleted_users(before).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                "forgot users deleted before any token of theirs could be current"
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot forget old deleted users"),
         }
     }
     tracing::debug!("purge task stopped");

@@ -30,7 +30,7 @@ impl Default for SyncSettings {
     fn default() -> Self {
         Self {
             catch_up_interval: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(100),
+            poll_interval: Duration::from_millis(25),
             sweep_interval: Duration::from_secs(30),
         }
     }

@@ -272,6 +272,7 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
         purge: PurgeSettings {
             interval: Duration::from_secs(3600),
             batch_size: 10_000,
+            deleted_user_retention: Duration::from_secs(905),
         },
         shutdown_grace_period: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),

@@ -112,6 +112,26 @@ async fn without_its_database_the_service_is_unavailable_and_never_says_valid() 
     assert!(app.validate(&login.access_token).await.valid);
 }
 
+/// A Logout made elsewhere while this instance's notification connection
+/// was down is not lost: the catch-up after the reconnection brings it.
+#[tokio::test]
+async fn a_revocation_missed_while_cut_off_arrives_by_catch_up() {
+    let proxy = DbProxy::start().await;
+    let mut world = World::behind(&proxy).await;
+    let mut direct_settings = world.app.settings.clone();
+    direct_settings.database = authd::store::DatabaseSettings::new(world.db.url().parse().unwrap());
+    let mut direct = TestApp::spawn(direct_settings).await;
+    let login = world.alice_token().await;
+    assert!(world.app.validate(&login.access_token).await.valid);
+
+    proxy.cut();
+    direct.logout(&login.access_token).await.unwrap();
+    proxy.restore();
+
+    world.app.eventually_revoked(&login.access_token).await;
+    direct.stop().await;
+}
+
 #[tokio::test]
 async fn reflection_v1_lists_the_services() {
     use tonic_reflection::pb::v1::{

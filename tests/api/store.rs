@@ -323,7 +323,23 @@ async fn instances_starting_together_all_migrate(backend: Backend) {
     }
 }
 
+async fn deleted_users_are_forgotten_once_their_tokens_cannot_be_current(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let bob = add(&store, "bob", &[]).await.unwrap();
+    store.delete_user(&name("bob")).await.unwrap();
+    assert_eq!(
+        revocations(&store).await,
+        [Revocation::UserDeleted { id: bob.as_uuid() }]
+    );
+
+    assert_eq!(store.forget_deleted_users(second(-60)).await.unwrap(), 0);
+    assert_eq!(store.forget_deleted_users(second(60)).await.unwrap(), 1);
+    assert_eq!(revocations(&store).await, []);
+}
+
 on_both_backends!(
+    deleted_users_are_forgotten_once_their_tokens_cannot_be_current,
     users_are_found_by_name_whatever_the_case_or_composition,
     users_are_listed_by_name_with_their_roles,
     a_cut_off_only_ever_moves_forward,
