@@ -8,8 +8,9 @@ create table deleted_users (
 );
 create index deleted_users_deleted_at_idx on deleted_users (deleted_at);
 
--- The periodic catch-up reads what changed since its last pass.
-create index revoked_tokens_revoked_at_idx on revoked_tokens (revoked_at);
+-- The periodic catch-up reads what changed since its last pass, in pages
+-- ordered by (revoked_at, jti).
+create index revoked_tokens_revoked_at_jti_idx on revoked_tokens (revoked_at, jti);
 create index users_updated_at_idx on users (updated_at);
 
 -- Every change that revokes tokens is announced on the channel

@@ -92,6 +92,10 @@ pub enum PasswordCheck {
     Fails,
 }
 
+/// The nice value of the hashing threads: below the threads that answer
+/// requests, so a login flood slows Logins, not ValidateToken.
+const HASH_THREAD_NICE: i32 = 10;
+
 /// The longest a password check waits for a hashing thread.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
 
@@ -119,6 +123,11 @@ impl HashThreads {
             std::thread::Builder::new()
                 .name(format!("authd-argon2-{n}"))
                 .spawn(move || {
+                    // Linux keeps a nice value per thread.
+                    let me = rustix::thread::gettid();
+                    if let Err(err) = rustix::process::setpriority_process(Some(me), HASH_THREAD_NICE) {
+                        tracing::debug!(error = %err, "cannot lower the priority of a hashing thread");
+                    }
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();

@@ -14,9 +14,12 @@ fn name(raw: &str) -> Username {
     Username::parse(raw).unwrap()
 }
 
-/// A whole second, as cut-offs and expiries are.
+/// A whole second, as cut-offs and expiries are: `offset_s` from an instant
+/// fixed the first time it is asked for, so that two calls agree even when
+/// the clock ticks between them.
 fn second(offset_s: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(crate::helpers::now() + offset_s).unwrap()
+    static BASE: std::sync::LazyLock<i64> = std::sync::LazyLock::new(crate::helpers::now);
+    OffsetDateTime::from_unix_timestamp(*BASE + offset_s).unwrap()
 }
 
 async fn add(store: &Store, username: &str, roles: &[&str]) -> Result<UserId, AddUserError> {
@@ -172,12 +175,12 @@ async fn the_feed_reports_every_revocation_in_force(backend: Backend) {
     assert_eq!(revocations(&store).await, [], "no one is restricted yet");
 
     let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
-    assert!(store.revoke(live, alice, second(60)).await.unwrap());
+    assert!(store.revoke(live, alice, second(3600)).await.unwrap());
     assert!(
-        !store.revoke(live, alice, second(60)).await.unwrap(),
+        !store.revoke(live, alice, second(3600)).await.unwrap(),
         "once"
     );
-    assert!(store.revoke(expired, alice, second(-60)).await.unwrap());
+    assert!(store.revoke(expired, alice, second(-3600)).await.unwrap());
     store
         .set_password(&name("alice"), "h", second(3))
         .await
@@ -189,7 +192,7 @@ async fn the_feed_reports_every_revocation_in_force(backend: Backend) {
     let mut wanted = vec![
         Revocation::Token {
             jti: live,
-            expires_at: second(60).unix_timestamp(),
+            expires_at: second(3600).unix_timestamp(),
         },
         Revocation::User {
             id: alice.as_uuid(),
@@ -210,7 +213,7 @@ async fn a_catch_up_reads_what_changed_since_the_last_read(backend: Backend) {
     let cursor = reader.load_revocations(&mut |_| {}).await.unwrap();
 
     let jti = Uuid::new_v4();
-    writer.revoke(jti, alice, second(60)).await.unwrap();
+    writer.revoke(jti, alice, second(3600)).await.unwrap();
     writer
         .disable_user(&name("alice"), second(2))
         .await
@@ -222,7 +225,7 @@ async fn a_catch_up_reads_what_changed_since_the_last_read(backend: Backend) {
         .unwrap();
     assert!(seen.contains(&Revocation::Token {
         jti,
-        expires_at: second(60).unix_timestamp()
+        expires_at: second(3600).unix_timestamp()
     }));
     assert!(seen.contains(&Revocation::User {
         id: alice.as_uuid(),
@@ -294,7 +297,10 @@ async fn concurrent_writers_on_one_database_all_succeed(backend: Backend) {
                     .await
                     .map(drop)
             } else {
-                store.revoke(Uuid::new_v4(), id, second(60)).await.map(drop)
+                store
+                    .revoke(Uuid::new_v4(), id, second(3600))
+                    .await
+                    .map(drop)
             }
         });
     }
@@ -333,8 +339,8 @@ async fn deleted_users_are_forgotten_once_their_tokens_cannot_be_current(backend
         [Revocation::UserDeleted { id: bob.as_uuid() }]
     );
 
-    assert_eq!(store.forget_deleted_users(second(-60)).await.unwrap(), 0);
-    assert_eq!(store.forget_deleted_users(second(60)).await.unwrap(), 1);
+    assert_eq!(store.forget_deleted_users(second(-3600)).await.unwrap(), 0);
+    assert_eq!(store.forget_deleted_users(second(3600)).await.unwrap(), 1);
     assert_eq!(revocations(&store).await, []);
 }
 

@@ -68,6 +68,11 @@ struct Args {
     /// Distinct live tokens of validate-hot.
     #[arg(long, default_value_t = 10_000)]
     hot_tokens: usize,
+    /// Also measure with a million revocations: start-up time and memory
+    /// with a million live ones, and purging a million expired ones under
+    /// validate-hot (adds a few minutes).
+    #[arg(long)]
+    million: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -346,7 +351,153 @@ async fn run_backend(
     let (_, peak) = server.rss_kib();
     second.stop().await?;
     server.stop().await?;
-    Ok(table(backend, &rows, peak))
+    let mut out = table(backend, &rows, peak);
+    if args.million {
+        out.push_str(&million(args, target, backend, user, &minter).await?);
+    }
+    Ok(out)
+}
+
+const MILLION: u64 = 1_000_000;
+
+/// A million live revocations: how long a server takes to start and how
+/// much memory it holds; then a million expired ones purged by `authd
+/// purge` while validate-hot runs.
+async fn million(
+    args: &Args,
+    target: &Target,
+    backend: &str,
+    user: UserId,
+    minter: &AccessTokens,
+) -> anyhow::Result<String> {
+    let workers = args.connections * args.in_flight;
+    let hour = time::Duration::hours(1);
+    let took = insert_revocations(
+        target,
+        backend,
+        user,
+        time::OffsetDateTime::now_utc() + hour,
+    )
+    .await?;
+    let mut out = format!(
+        "\n### {backend}: a million revocations\n\n- inserted {MILLION} live revocations in {took:.1?} (SQL, server stopped)\n"
+    );
+
+    let starting = Instant::now();
+    let server = Server::start(target, &[]).await?;
+    let startup = starting.elapsed();
+    let (rss, _) = server.rss_kib();
+    let _ = writeln!(
+        out,
+        "- start-up to SERVING with them: {startup:.2?}; RSS then {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(server.channel().await?);
+    }
+    let channels = Arc::new(channels);
+    let hot = Arc::new(mint(minter, user, args.hot_tokens)?);
+    let revoked = Arc::new(HashSet::new());
+    let quiet = closed_loop(
+        workers,
+        args.duration,
+        validate_call(&channels, hot.clone(), revoked.clone(), workers),
+    )
+    .await;
+    let (rss, _) = server.rss_kib();
+    let _ = writeln!(
+        out,
+        "- validate-hot holding them: {:.0}/s, p99 {:.2} ms; RSS {:.1} MiB",
+        quiet.rate(),
+        quiet.served.value_at_quantile(0.99) as f64 / 1000.0,
+        rss as f64 / 1024.0
+    );
+
+    let took = insert_revocations(
+        target,
+        backend,
+        user,
+        time::OffsetDateTime::now_utc() - hour,
+    )
+    .await?;
+    let _ = writeln!(
+        out,
+        "- inserted {MILLION} expired revocations in {took:.1?} (server running)"
+    );
+    let purging = Instant::now();
+    let (during, purged) = tokio::join!(
+        closed_loop(
+            workers,
+            args.duration,
+            validate_call(&channels, hot.clone(), revoked.clone(), workers),
+        ),
+        async {
+            let printed = target.cli(&["purge"], "").await;
+            (printed, purging.elapsed())
+        }
+    );
+    let (printed, purge_took) = purged;
+    let rows: u64 = printed?
+        .trim()
+        .parse()
+        .context("authd purge printed no count")?;
+    let _ = writeln!(
+        out,
+        "- `authd purge` removed {rows} rows in {purge_took:.2?}: {:.0} rows/s",
+        rows as f64 / purge_took.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "- validate-hot during the purge: {:.0}/s, p99 {:.2} ms (without: p99 {:.2} ms)",
+        during.rate(),
+        during.served.value_at_quantile(0.99) as f64 / 1000.0,
+        quiet.served.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    let wrong: Vec<&String> = quiet.wrong.iter().chain(&during.wrong).take(3).collect();
+    server.stop().await?;
+    if !wrong.is_empty() {
+        bail!("{out}\nwrong answers with a million revocations, for example: {wrong:?}");
+    }
+    Ok(out)
+}
+
+/// Writes a million revocations of `user`, expiring at `expires_at`,
+/// straight into the database.
+async fn insert_revocations(
+    target: &Target,
+    backend: &str,
+    user: UserId,
+    expires_at: time::OffsetDateTime,
+) -> anyhow::Result<Duration> {
+    use sqlx::Connection as _;
+
+    let started = Instant::now();
+    if backend == "postgres" {
+        let mut conn = sqlx::PgConnection::connect(&target.database_url).await?;
+        sqlx::query(
+            "insert into revoked_tokens (jti, user_id, expires_at) \
+             select gen_random_uuid(), $1, $2 from generate_series(1, $3)",
+        )
+        .bind(user.as_uuid())
+        .bind(expires_at)
+        .bind(MILLION as i64)
+        .execute(&mut conn)
+        .await?;
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&target.database_url).await?;
+        sqlx::query(
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < $3) \
+             insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
+             select randomblob(16), $1, $2, unixepoch() from n",
+        )
+        .bind(user.as_uuid())
+        .bind(expires_at.unix_timestamp())
+        .bind(MILLION as i64)
+        .execute(&mut conn)
+        .await?;
+    }
+    Ok(started.elapsed())
 }
 
 fn mint(minter: &AccessTokens, user: UserId, count: usize) -> anyhow::Result<Vec<String>> {
@@ -360,6 +511,43 @@ fn mint(minter: &AccessTokens, user: UserId, count: usize) -> anyhow::Result<Vec
                 .to_owned())
         })
         .collect()
+}
+
+/// The part of a ValidateTokenResponse the benchmark checks. Decoding only
+/// these two fields (prost skips the claims on the wire) keeps the load
+/// generator's own cost per call down; the wire format is the service's.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ValidateAnswer {
+    #[prost(bool, tag = "1")]
+    valid: bool,
+    #[prost(int32, tag = "2")]
+    reason: i32,
+}
+
+impl ValidateAnswer {
+    fn reason(&self) -> TokenInvalidReason {
+        TokenInvalidReason::try_from(self.reason).unwrap_or(TokenInvalidReason::Unspecified)
+    }
+}
+
+/// ValidateToken: the generated request, the answer as [`ValidateAnswer`].
+async fn validate(channel: Channel, token: String) -> Result<ValidateAnswer, String> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|err| format!("ValidateToken: {err}"))?;
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/auth.v1.AuthService/ValidateToken");
+    grpc.unary(
+        tonic::Request::new(ValidateTokenRequest {
+            access_token: token,
+        }),
+        path,
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+    .map_err(|status| format!("ValidateToken: {status}"))
 }
 
 fn health_call(channels: &Arc<Vec<Channel>>) -> Call {
@@ -422,20 +610,14 @@ fn cold_call(
 ) -> Call {
     let channels = channels.clone();
     Arc::new(move |worker, _| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let channel = channels[worker % channels.len()].clone();
         let index = next.fetch_add(1, Ordering::Relaxed);
         let token = tokens.get(index).cloned();
         Box::pin(async move {
             let Some(token) = token else {
                 return Ok(Outcome::Exhausted);
             };
-            let answer = client
-                .validate_token(ValidateTokenRequest {
-                    access_token: token,
-                })
-                .await
-                .map_err(|s| format!("ValidateToken: {s}"))?
-                .into_inner();
+            let answer = validate(channel, token).await?;
             if answer.valid {
                 Ok(Outcome::Served)
             } else {

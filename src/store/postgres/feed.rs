@@ -77,27 +77,34 @@ impl PgStore {
         let since = cursor
             .since
             .map_or(OffsetDateTime::UNIX_EPOCH, |s| s - OVERLAP);
-        let mut last = Uuid::nil();
+        // Pages in (revoked_at, jti) order, each an index range scan; rows
+        // that expired already are skipped by the database (a purge's worth
+        // of old rows must not slow a catch-up down).
+        let (mut after_at, mut after_jti) = (since, Uuid::nil());
         loop {
             let sql = format!(
-                "select jti, {} from revoked_tokens where revoked_at >= $1 and jti > $2 \
-                 order by jti limit $3",
+                "select revoked_at, jti, {} from revoked_tokens \
+                 where (revoked_at, jti) > ($1, $2) and expires_at >= $3 \
+                 order by revoked_at, jti limit $4",
                 unix("expires_at")
             );
-            let rows: Vec<(Uuid, i64)> = self
+            let rows: Vec<(OffsetDateTime, Uuid, i64)> = self
                 .bounded(
                     sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                        .bind(since)
-                        .bind(last)
+                        .bind(after_at)
+                        .bind(after_jti)
+                        .bind(clock)
                         .bind(PAGE)
                         .fetch_all(&self.pool),
                 )
                 .await?;
-            for &(jti, expires_at) in &rows {
+            for &(_, jti, expires_at) in &rows {
                 apply(Revocation::Token { jti, expires_at });
             }
             match rows.last() {
-                Some(&(jti, _)) if rows.len() as i64 == PAGE => last = jti,
+                Some(&(at, jti, _)) if rows.len() as i64 == PAGE => {
+                    (after_at, after_jti) = (at, jti);
+                }
                 _ => break,
             }
         }

@@ -55,27 +55,37 @@ impl SqliteStore {
     ) -> Result<FeedCursor, StoreError> {
         let clock = OffsetDateTime::now_utc();
         let now = to_unix(clock);
+        // Everything committed up to `upto` is read; rows that expired
+        // already are skipped by the database, not carried here (a purge's
+        // worth of old rows must not slow a catch-up down).
+        let upto: i64 = self
+            .bounded(
+                sqlx::query_scalar("select coalesce(max(seq), 0) from revoked_tokens")
+                    .fetch_one(&self.pool),
+            )
+            .await?;
         let mut seq = cursor.seq;
-        loop {
+        while seq < upto {
             let rows: Vec<(i64, Uuid, i64)> = self
                 .bounded(
                     sqlx::query_as(
-                        "select seq, jti, expires_at from revoked_tokens where seq > $1 \
-                         order by seq limit $2",
+                        "select seq, jti, expires_at from revoked_tokens \
+                         where seq > $1 and seq <= $2 and expires_at >= $3 \
+                         order by seq limit $4",
                     )
                     .bind(seq)
+                    .bind(upto)
+                    .bind(now)
                     .bind(PAGE)
                     .fetch_all(&self.pool),
                 )
                 .await?;
-            for &(_, jti, expires_at) in rows.iter().filter(|row| row.2 >= now) {
+            for &(_, jti, expires_at) in &rows {
                 apply(Revocation::Token { jti, expires_at });
             }
-            if let Some(&(last, _, _)) = rows.last() {
-                seq = last;
-            }
-            if (rows.len() as i64) < PAGE {
-                break;
+            match rows.last() {
+                Some(&(last, _, _)) if (rows.len() as i64) == PAGE => seq = last,
+                _ => seq = upto,
             }
         }
 
@@ -125,7 +135,7 @@ impl SqliteStore {
         }
         Ok(FeedCursor {
             since: Some(clock),
-            seq,
+            seq: upto.max(cursor.seq),
         })
     }
 }

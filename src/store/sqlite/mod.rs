@@ -60,12 +60,17 @@ impl SqliteStore {
             .busy_timeout(settings.operation_timeout)
             .foreign_keys(true)
             .log_statements(tracing::log::LevelFilter::Debug);
+        // The first connection turns a new file to WAL, which needs the
+        // file to itself: processes starting together take turns (SQLite
+        // may answer "database is locked" at once rather than wait).
+        let held = hold_lock(lock_path(&path, "migrate")).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open the database file {}", path.display()))?;
+        drop(held);
         Ok(Self {
             pool,
             path,
@@ -84,14 +89,7 @@ impl SqliteStore {
     pub(super) async fn migrate(&self) -> anyhow::Result<()> {
         // Instances starting together on a new file take turns, so no two
         // run the same migration.
-        let lock = self.lock_file("migrate");
-        let _held = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let file = open_lock_file(&lock)?;
-            file.lock()?;
-            Ok(file)
-        })
-        .await?
-        .context("cannot lock the database for migration")?;
+        let _held = hold_lock(self.lock_file("migrate")).await?;
         Ok(MIGRATOR.run(&self.pool).await?)
     }
 
@@ -107,10 +105,25 @@ impl SqliteStore {
 
     /// The lock file for `purpose`, beside the database (`authd.db-purge.lock`).
     fn lock_file(&self, purpose: &str) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(format!("-{purpose}.lock"));
-        PathBuf::from(name)
+        lock_path(&self.path, purpose)
     }
+}
+
+fn lock_path(database: &Path, purpose: &str) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(format!("-{purpose}.lock"));
+    PathBuf::from(name)
+}
+
+/// Waits for the exclusive lock on the file `path`; held until dropped.
+async fn hold_lock(path: PathBuf) -> anyhow::Result<File> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+        let file = open_lock_file(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await?
+    .context("cannot lock the database file")
 }
 
 fn create_private_file(path: &Path) -> std::io::Result<()> {
