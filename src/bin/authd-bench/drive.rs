@@ -126,7 +126,8 @@ pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Meas
 }
 
 /// Calls sent at `rate` per second for `duration`, each on a task of its
-/// own, whatever the answers do; waits for the last answer.
+/// own, whatever the answers do; waits for the last answer. The n-th call
+/// is made as worker n.
 pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
     let measured = Arc::new(Mutex::new(Measured::new()));
     let start = Instant::now();
@@ -143,7 +144,10 @@ pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
             let iteration = sent;
             tasks.spawn(async move {
                 let begun = Instant::now();
-                let outcome = call(0, iteration).await;
+                // Spread over the connections as the closed loop's
+                // workers are.
+                let worker = usize::try_from(iteration).unwrap_or(0);
+                let outcome = call(worker, iteration).await;
                 let took = begun.elapsed();
                 if let Ok(mut m) = measured.lock() {
                     m.record(&outcome, took);

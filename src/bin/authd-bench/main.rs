@@ -7,6 +7,7 @@
 //! `cargo build --release && cargo run --release --bin authd-bench -- --help`
 
 mod drive;
+mod lean;
 mod server;
 
 use std::{
@@ -31,12 +32,12 @@ use authd::{
 };
 use clap::{Parser, ValueEnum};
 use drive::{Call, Measured, Outcome, closed_loop, open_loop};
+use lean::Lane;
+use prost::Message as _;
 use secrecy::ExposeSecret as _;
 use server::{Server, Target};
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const PASSWORD: &str = "benchmark password";
 
@@ -213,6 +214,7 @@ async fn run_backend(
         channels.push(server.channel().await?);
     }
     let channels = Arc::new(channels);
+    let lanes = Arc::new(lanes(&server, args.connections).await?);
     let workers = args.connections * args.in_flight;
     let duration = args.duration;
 
@@ -237,7 +239,7 @@ async fn run_backend(
     let mut rows = Vec::new();
 
     // health: the framework's ceiling on this machine, in this run.
-    let health = closed_loop(workers, duration, health_call(&channels)).await;
+    let health = closed_loop(workers, duration, health_call(&lanes)?).await;
     rows.push(Row {
         scenario: "health",
         measured: health,
@@ -260,7 +262,7 @@ async fn run_backend(
     let validate_hot = closed_loop(
         workers,
         duration,
-        validate_call(&channels, hot.clone(), revoked.clone(), workers),
+        validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
     )
     .await;
     let hot_rate = validate_hot.rate();
@@ -272,7 +274,7 @@ async fn run_backend(
     let half = open_loop(
         hot_rate / 2.0,
         duration,
-        validate_call(&channels, hot.clone(), revoked.clone(), 1),
+        validate_call(&lanes, hot.clone(), revoked.clone(), 1)?,
     )
     .await;
     rows.push(Row {
@@ -286,7 +288,7 @@ async fn run_backend(
     let cold = Arc::new(mint(&minter, user, cold_count)?);
     let next = Arc::new(AtomicUsize::new(0));
     let validate_cold =
-        closed_loop(workers, duration, cold_call(&channels, cold.clone(), next)).await;
+        closed_loop(workers, duration, cold_call(&lanes, cold.clone(), next)?).await;
     rows.push(Row {
         scenario: "validate-cold",
         measured: validate_cold,
@@ -311,7 +313,7 @@ async fn run_backend(
         closed_loop(
             workers,
             duration,
-            validate_call(&channels, hot.clone(), revoked.clone(), workers),
+            validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
         ),
         open_loop(2.0 * capacity, duration, login_call(&channels)),
     );
@@ -392,17 +394,13 @@ async fn million(
         "- start-up to SERVING with them: {startup:.2?}; RSS then {:.1} MiB",
         rss as f64 / 1024.0
     );
-    let mut channels = Vec::new();
-    for _ in 0..args.connections {
-        channels.push(server.channel().await?);
-    }
-    let channels = Arc::new(channels);
+    let lanes = lanes(&server, args.connections).await?;
     let hot = Arc::new(mint(minter, user, args.hot_tokens)?);
     let revoked = Arc::new(HashSet::new());
     let quiet = closed_loop(
         workers,
         args.duration,
-        validate_call(&channels, hot.clone(), revoked.clone(), workers),
+        validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
     )
     .await;
     let (rss, _) = server.rss_kib();
@@ -430,7 +428,7 @@ async fn million(
         closed_loop(
             workers,
             args.duration,
-            validate_call(&channels, hot.clone(), revoked.clone(), workers),
+            validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
         ),
         async {
             let printed = target.cli(&["purge"], "").await;
@@ -530,36 +528,57 @@ impl ValidateAnswer {
     }
 }
 
-/// ValidateToken: the generated request, the answer as [`ValidateAnswer`].
-async fn validate(channel: Channel, token: String) -> Result<ValidateAnswer, String> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
+/// ValidateToken over a lean lane: the generated request, the answer as
+/// [`ValidateAnswer`].
+async fn validate(
+    lane: Lane,
+    uri: tonic::codegen::http::Uri,
+    token: String,
+) -> Result<ValidateAnswer, String> {
+    let request = ValidateTokenRequest {
+        access_token: token,
+    }
+    .encode_to_vec();
+    let answer = lane
+        .unary(uri, &request)
         .await
-        .map_err(|err| format!("ValidateToken: {err}"))?;
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/auth.v1.AuthService/ValidateToken");
-    grpc.unary(
-        tonic::Request::new(ValidateTokenRequest {
-            access_token: token,
-        }),
-        path,
-        tonic_prost::ProstCodec::default(),
-    )
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(|status| format!("ValidateToken: {status}"))
+        .map_err(|e| format!("ValidateToken: {e}"))?;
+    ValidateAnswer::decode(answer).map_err(|e| format!("ValidateToken: {e}"))
 }
 
-fn health_call(channels: &Arc<Vec<Channel>>) -> Call {
-    let channels = channels.clone();
-    Arc::new(move |worker, _| {
-        let mut client = HealthClient::new(channels[worker % channels.len()].clone());
+/// One lean connection per `count`, each with the URIs of the hot calls.
+async fn lanes(server: &Server, count: usize) -> anyhow::Result<Vec<Lane>> {
+    let mut lanes = Vec::with_capacity(count);
+    for _ in 0..count {
+        lanes.push(Lane::connect(server.addr).await?);
+    }
+    Ok(lanes)
+}
+
+/// Each lane with the URI of `path` on it.
+fn routes(
+    lanes: &[Lane],
+    path: &str,
+) -> anyhow::Result<Arc<Vec<(Lane, tonic::codegen::http::Uri)>>> {
+    Ok(Arc::new(
+        lanes
+            .iter()
+            .map(|lane| Ok((lane.clone(), lane.uri(path)?)))
+            .collect::<anyhow::Result<_>>()?,
+    ))
+}
+
+fn health_call(lanes: &[Lane]) -> anyhow::Result<Call> {
+    let routes = routes(lanes, "/grpc.health.v1.Health/Check")?;
+    Ok(Arc::new(move |worker, _| {
+        let (lane, uri) = routes[worker % routes.len()].clone();
         Box::pin(async move {
-            let status = client
-                .check(HealthCheckRequest::default())
+            let answer = lane
+                .unary(uri, &[])
                 .await
-                .map_err(|s| format!("health: {s}"))?
-                .into_inner()
+                .map_err(|e| format!("health: {e}"))?;
+            let status = tonic_health::pb::HealthCheckResponse::decode(answer)
+                .map_err(|e| format!("health: {e}"))?
                 .status();
             if status == ServingStatus::Serving {
                 Ok(Outcome::Served)
@@ -567,31 +586,25 @@ fn health_call(channels: &Arc<Vec<Channel>>) -> Call {
                 Err(format!("health: {status:?}"))
             }
         })
-    })
+    }))
 }
 
 /// ValidateToken over a pool of tokens, each worker striding through it.
 fn validate_call(
-    channels: &Arc<Vec<Channel>>,
+    lanes: &[Lane],
     tokens: Arc<Vec<String>>,
     revoked: Arc<HashSet<usize>>,
     workers: usize,
-) -> Call {
-    let channels = channels.clone();
-    Arc::new(move |worker, iteration| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+) -> anyhow::Result<Call> {
+    let routes = routes(lanes, "/auth.v1.AuthService/ValidateToken")?;
+    Ok(Arc::new(move |worker, iteration| {
+        let (lane, uri) = routes[worker % routes.len()].clone();
         let index =
             (worker + iteration as usize * workers.max(1) + iteration as usize) % tokens.len();
         let token = tokens[index].clone();
         let expect_revoked = revoked.contains(&index);
         Box::pin(async move {
-            let answer = client
-                .validate_token(ValidateTokenRequest {
-                    access_token: token,
-                })
-                .await
-                .map_err(|s| format!("ValidateToken: {s}"))?
-                .into_inner();
+            let answer = validate(lane, uri, token).await?;
             match (expect_revoked, answer.valid, answer.reason()) {
                 (false, true, _) => Ok(Outcome::Served),
                 (true, false, TokenInvalidReason::Revoked) => Ok(Outcome::Served),
@@ -599,25 +612,25 @@ fn validate_call(
                 (_, _, reason) => Err(format!("token {index}: unexpected answer {reason:?}")),
             }
         })
-    })
+    }))
 }
 
 /// ValidateToken, each token of the pool once.
 fn cold_call(
-    channels: &Arc<Vec<Channel>>,
+    lanes: &[Lane],
     tokens: Arc<Vec<String>>,
     next: Arc<AtomicUsize>,
-) -> Call {
-    let channels = channels.clone();
-    Arc::new(move |worker, _| {
-        let channel = channels[worker % channels.len()].clone();
+) -> anyhow::Result<Call> {
+    let routes = routes(lanes, "/auth.v1.AuthService/ValidateToken")?;
+    Ok(Arc::new(move |worker, _| {
+        let (lane, uri) = routes[worker % routes.len()].clone();
         let index = next.fetch_add(1, Ordering::Relaxed);
         let token = tokens.get(index).cloned();
         Box::pin(async move {
             let Some(token) = token else {
                 return Ok(Outcome::Exhausted);
             };
-            let answer = validate(channel, token).await?;
+            let answer = validate(lane, uri, token).await?;
             if answer.valid {
                 Ok(Outcome::Served)
             } else {
@@ -627,7 +640,7 @@ fn cold_call(
                 ))
             }
         })
-    })
+    }))
 }
 
 fn login_call(channels: &Arc<Vec<Channel>>) -> Call {
