@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::{
-    auth::{HashCost, PasswordPolicy, TokenSettings},
+    auth::{HashCost, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings},
     domain::Role,
     jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
     startup::ServeSettings,
@@ -112,6 +112,19 @@ pub struct ServeArgs {
     /// turns the cache off.
     #[arg(long, env = "AUTHD_TOKEN_CACHE_MIB", default_value_t = 32)]
     pub token_cache_mib: u64,
+    /// Throttling of failed Logins: `on` counts failures per username and
+    /// per client address, `username` per username only (behind a gateway
+    /// whose address all Logins share), `off` not at all.
+    #[arg(long, env = "AUTHD_LOGIN_THROTTLE", default_value = "on")]
+    pub login_throttle: ThrottleMode,
+    /// Failed Logins allowed per username (and per address) before the
+    /// back-off starts; each further failure doubles it.
+    #[arg(long, env = "AUTHD_LOGIN_THROTTLE_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_throttle_failures: u32,
+    /// The longest back-off after failed Logins.
+    #[arg(long, env = "AUTHD_LOGIN_THROTTLE_MAX_BACKOFF", default_value = "15m", value_parser = positive_duration)]
+    pub login_throttle_max_backoff: Duration,
 }
 
 /// The user subcommands; each takes the storage flags after its name.
@@ -310,6 +323,12 @@ impl StorageArgs {
 impl ServeArgs {
     /// The settings of the server these flags describe.
     pub fn settings(&self) -> ServeSettings {
+        let throttle = ThrottleSettings {
+            mode: self.login_throttle,
+            free_failures: self.login_throttle_failures,
+            max_backoff: self.login_throttle_max_backoff,
+            ..ThrottleSettings::default()
+        };
         ServeSettings {
             listen: self.listen,
             database: self.storage.database(),
@@ -328,7 +347,9 @@ impl ServeArgs {
                 interval: self.purge_interval,
                 batch_size: self.purge_batch_size,
                 deleted_user_retention: self.access_token_ttl + self.leeway,
+                failed_login_memory: throttle.memory(),
             },
+            login_throttle: throttle,
             shutdown_grace_period: self.shutdown_grace_period,
             request_timeout: self.request_timeout,
             token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),

@@ -7,10 +7,12 @@
 //! - [`domain`]: values parsed at the edge (`Username`, `Password`,
 //!   `AccessToken`, …); holding one means it is valid.
 //! - [`auth`]: the use cases (login, logout, validate, accounts), tokens,
-//!   keys and password hashing. Knows nothing of gRPC or SQL.
+//!   keys, password hashing, the login throttle, and the in-memory
+//!   revocation state. Knows nothing of gRPC or SQL.
 //! - [`store`]: the storage interface and its two backends, PostgreSQL and
 //!   an embedded SQLite file (sqlx); the only module with SQL.
-//! - [`jobs`]: background tasks of the server (purge, database health).
+//! - [`jobs`]: background tasks of the server (purge, revocation sync,
+//!   database health).
 //! - [`startup`]: builds the server from its settings and runs it until a
 //!   shutdown future resolves.
 //! - [`config`] and [`commands`]: the command line and what each

@@ -9,8 +9,8 @@ use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
     auth::{
-        AccessTokens, Authenticator, HashCost, Passwords, RevocationState, SigningKey,
-        TokenSettings, VerifiedTokens,
+        AccessTokens, Authenticator, HashCost, LoginThrottle, Passwords, RevocationState,
+        SigningKey, ThrottleSettings, TokenSettings, VerifiedTokens,
     },
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
     jobs::{self, purge::PurgeSettings, revocation_sync::SyncSettings},
@@ -59,6 +59,8 @@ pub struct ServeSettings {
     pub token_cache_bytes: u64,
     /// How the in-memory revocation state is kept current.
     pub revocation_sync: SyncSettings,
+    /// Throttling of failed Logins.
+    pub login_throttle: ThrottleSettings,
 }
 
 /// A server that is bound and connected, ready to run.
@@ -107,11 +109,13 @@ impl Application {
             "loaded the revocation state"
         );
 
+        let throttle = LoginThrottle::new(settings.login_throttle.clone(), store.clone());
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             tokens,
             verified,
             passwords,
+            throttle,
             revocations.clone(),
         ));
         let listener = TcpListener::bind(settings.listen)

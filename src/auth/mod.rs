@@ -5,10 +5,11 @@ mod accounts;
 mod keys;
 mod password;
 mod revocations;
+mod throttle;
 mod token_cache;
 mod tokens;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -17,9 +18,11 @@ pub use accounts::{AccountError, Accounts};
 pub use keys::SigningKey;
 pub use password::{HashCost, Overloaded, PasswordCheck, PasswordPolicy, Passwords};
 pub use revocations::RevocationState;
+pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
 pub use token_cache::VerifiedTokens;
 pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
 
+use self::throttle::{BackingOff, Settlement};
 use crate::{
     domain::{AccessToken, Password, UserId, Username},
     store::{Revocation, Store, StoreError, UserRecord},
@@ -44,6 +47,10 @@ pub enum AuthError {
     /// rather than answered late.
     #[error("too many logins in progress")]
     Overloaded,
+    /// Too many failed Logins for this name or from this address: refused
+    /// without a password check until the back-off ends.
+    #[error("too many failed logins; retry in {0:?}")]
+    Throttled(Duration),
     /// The revocation state has not been brought up to date for too long
     /// to be trusted: whether a token is revoked cannot be known.
     #[error("the revocation state is out of date")]
@@ -100,18 +107,20 @@ pub struct Authenticator {
     tokens: AccessTokens,
     verified: VerifiedTokens,
     passwords: Passwords,
+    throttle: LoginThrottle,
     revocations: Arc<RevocationState>,
 }
 
 impl Authenticator {
     /// The use cases over `store`, issuing `tokens` (remembering those it
-    /// verified in `verified`), checking `passwords`, answering revocation
-    /// questions from `revocations`.
+    /// verified in `verified`), checking `passwords` (failures counted by
+    /// `throttle`), answering revocation questions from `revocations`.
     pub fn new(
         store: Store,
         tokens: AccessTokens,
         verified: VerifiedTokens,
         passwords: Passwords,
+        throttle: LoginThrottle,
         revocations: Arc<RevocationState>,
     ) -> Self {
         Self {
@@ -119,25 +128,54 @@ impl Authenticator {
             tokens,
             verified,
             passwords,
+            throttle,
             revocations,
         }
     }
 
-    /// Checks a user's password and issues a token.
+    /// Checks a user's password and issues a token, unless failed Logins
+    /// for this name or from `client` are being throttled.
     ///
     /// Exactly one argon2 verification runs whether the user exists or not,
     /// so the answer's timing does not reveal which names exist.
     ///
     /// # Errors
     /// [`AuthError::InvalidCredentials`] for an unknown user, a wrong
-    /// password or a disabled user; [`AuthError::Unavailable`] when the
+    /// password or a disabled user; [`AuthError::Throttled`] during a
+    /// back-off, whatever the password; [`AuthError::Unavailable`] when the
     /// database cannot be reached.
     #[tracing::instrument(skip_all, fields(username = %username))]
     pub async fn login(
         &self,
         username: &Username,
         password: &Password,
+        client: Option<IpAddr>,
     ) -> Result<Session, AuthError> {
+        let attempt = match self.throttle.admit(username, client).await? {
+            Ok(attempt) => attempt,
+            Err(BackingOff(wait)) => {
+                tracing::info!(client = ?client, "login refused: backing off after failed logins");
+                return Err(AuthError::Throttled(wait));
+            }
+        };
+        let outcome = self.check_password(username, password).await;
+        let settlement = match &outcome {
+            Ok(_) => Settlement::Succeeded,
+            Err(AuthError::InvalidCredentials) => Settlement::Failed,
+            Err(_) => Settlement::NotTried,
+        };
+        self.throttle.settle(attempt, settlement).await;
+        let (user, rehash) = outcome?;
+        self.issue(user, rehash, password).await
+    }
+
+    /// The user named `username`, when it exists, is enabled and
+    /// `password` is its password; and whether its hash wants renewing.
+    async fn check_password(
+        &self,
+        username: &Username,
+        password: &Password,
+    ) -> Result<(UserRecord, bool), AuthError> {
         let user = self.store.find_user_by_name(username).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
         let check = self
@@ -151,12 +189,21 @@ impl Authenticator {
                     AuthError::Internal(err)
                 }
             })?;
-        let (user, rehash) = match (user, check) {
+        match (user, check) {
             (Some(user), PasswordCheck::Matches { rehash }) if user.disabled_at.is_none() => {
-                (user, rehash)
+                Ok((user, rehash))
             }
-            _ => return Err(AuthError::InvalidCredentials),
-        };
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    /// Issues a token to `user`, whose `password` was just checked.
+    async fn issue(
+        &self,
+        user: UserRecord,
+        rehash: bool,
+        password: &Password,
+    ) -> Result<Session, AuthError> {
         if rehash {
             self.upgrade_hash(&user, password).await;
         }

@@ -1,6 +1,6 @@
 //! `auth.v1.AuthService` over the [`Authenticator`].
 
-use std::{sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use secrecy::ExposeSecret as _;
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
@@ -26,10 +26,14 @@ impl AuthApi {
         Self { auth }
     }
 
-    async fn login(&self, request: LoginRequest) -> Result<LoginResponse, Status> {
+    async fn login(
+        &self,
+        request: LoginRequest,
+        client: Option<IpAddr>,
+    ) -> Result<LoginResponse, Status> {
         let username = Username::parse(request.username)?;
         let password = Password::parse(request.password)?;
-        let session = self.auth.login(&username, &password).await?;
+        let session = self.auth.login(&username, &password, client).await?;
         Ok(LoginResponse {
             access_token: session.access_token.expose_secret().to_owned(),
             token_type: "Bearer".to_owned(),
@@ -86,7 +90,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
         let started = Instant::now();
-        let result = AuthApi::login(self, request.into_inner()).await;
+        let client = request.remote_addr().map(|addr| addr.ip());
+        let result = AuthApi::login(self, request.into_inner(), client).await;
         logged("Login", started, result)
     }
 

@@ -1,7 +1,10 @@
 //! Errors to gRPC statuses. Internal causes are logged here, once, with
 //! their chain; the client sees a stable code and a generic message.
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{auth::AuthError, domain::InvalidInput};
 
@@ -24,9 +27,13 @@ impl From<AuthError> for Status {
                 tracing::warn!(error = %chain(&cause), "database unavailable");
                 Status::unavailable("the service cannot reach its database; retry later")
             }
-            AuthError::Overloaded => {
-                Status::resource_exhausted("too many logins in progress; retry shortly")
-            }
+            AuthError::Overloaded => retry_later(
+                "too many logins in progress; retry shortly",
+                Duration::from_secs(1),
+            ),
+            // One message whatever the cause (the name, the address) and
+            // whatever the password: the refusal tells an attacker nothing.
+            AuthError::Throttled(wait) => retry_later("too many failed logins; retry later", wait),
             AuthError::RevocationsStale => {
                 tracing::warn!("the revocation state is out of date; refusing to vouch for tokens");
                 Status::unavailable(
@@ -39,6 +46,17 @@ impl From<AuthError> for Status {
             }
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` saying when to retry
+/// (whole seconds, rounded up).
+fn retry_later(message: &str, wait: Duration) -> Status {
+    let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
 }
 
 /// `outer: inner: innermost`, for one log field.

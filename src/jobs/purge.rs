@@ -1,4 +1,5 @@
-//! The periodic purge of expired revocations.
+//! The periodic purge of expired revocations, and of what else is kept
+//! only for a while (deleted users, old failed Logins).
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ pub struct PurgeSettings {
     /// How long a deleted user is remembered: the longest a token issued
     /// before its deletion can stay current (token lifetime plus leeway).
     pub deleted_user_retention: Duration,
+    /// How long failed Logins are counted after the last one (see
+    /// [`crate::auth::ThrottleSettings::memory`]).
+    pub failed_login_memory: Duration,
 }
 
 /// Runs one purge pass now: what `authd purge` and each tick do.
@@ -69,6 +73,12 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
                 "forgot users deleted before any token of theirs could be current"
             ),
             Err(err) => tracing::warn!(error = %err, "cannot forget old deleted users"),
+        }
+        let before = OffsetDateTime::now_utc() - settings.failed_login_memory;
+        match store.forget_failed_logins(before).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "forgot old failed logins"),
+            Err(err) => tracing::warn!(error = %err, "cannot forget old failed logins"),
         }
     }
     tracing::debug!("purge task stopped");

@@ -22,7 +22,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use records::{AddUserError, NewUser, PurgeOutcome, Revocation, UserRecord};
+pub use records::{AddUserError, FailedLogins, NewUser, PurgeOutcome, Revocation, UserRecord};
 
 use crate::domain::{UserId, Username};
 
@@ -406,6 +406,30 @@ impl Store {
             Backend::Postgres(store) => store.listen().await,
             Backend::Sqlite(_) => Ok(None),
         }
+    }
+
+    /// Reads the failed-Login count of `key` (a canonical username) and
+    /// replaces it with what `update` makes of it (`None` deletes it), as
+    /// one transaction: concurrent updates of one key, from any process on
+    /// the database, run one after another. Returns `update`'s answer.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then changed.
+    pub async fn update_failed_logins<T: Send>(
+        &self,
+        key: &str,
+        update: impl FnOnce(Option<FailedLogins>) -> (Option<FailedLogins>, T) + Send,
+    ) -> Result<T, StoreError> {
+        on_backend!(self, store => store.update_failed_logins(key, update).await)
+    }
+
+    /// Deletes the failed-Login counts whose last failure, and back-off,
+    /// ended before `before`. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn forget_failed_logins(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.forget_failed_logins(before).await)
     }
 
     /// Deletes the records of users deleted before `before`: no token of

@@ -98,3 +98,15 @@ pub enum Revocation {
         id: Uuid,
     },
 }
+
+/// The failed Logins counted against one key (a canonical username): what
+/// the login throttle keeps in the `failed_logins` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedLogins {
+    /// Attempts counted and not cleared by a success.
+    pub failures: u32,
+    /// When the latest was counted.
+    pub last_failed_at: OffsetDateTime,
+    /// Attempts are refused until this instant.
+    pub blocked_until: Option<OffsetDateTime>,
+}

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use authd::{
-    auth::{Accounts, HashCost, PasswordPolicy, Passwords, TokenSettings},
+    auth::{Accounts, HashCost, PasswordPolicy, Passwords, ThrottleSettings, TokenSettings},
     domain::{Password, Role, Username},
     grpc::pb::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
@@ -273,11 +273,13 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
             interval: Duration::from_secs(3600),
             batch_size: 10_000,
             deleted_user_retention: Duration::from_secs(905),
+            failed_login_memory: Duration::from_secs(3600),
         },
         shutdown_grace_period: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),
         token_cache_bytes: 1 << 20,
         revocation_sync: SyncSettings::default(),
+        login_throttle: ThrottleSettings::default(),
     }
 }
 
@@ -316,6 +318,18 @@ impl TestApp {
             stop: Some(stop),
             handle: Some(handle),
         }
+    }
+
+    /// A client of its own, connecting from `local` (any of 127.0.0.0/8):
+    /// to be another client address.
+    pub async fn client_from(&self, local: &str) -> AuthServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .local_address(Some(local.parse().unwrap()))
+            .connect()
+            .await
+            .unwrap();
+        AuthServiceClient::new(channel)
     }
 
     /// Shuts the server down the way SIGTERM does and waits for it.
@@ -438,9 +452,15 @@ pub struct World {
 
 impl World {
     pub async fn new(backend: Backend) -> Self {
+        Self::with(backend, |_| {}).await
+    }
+
+    /// A world whose server runs with the test settings as `tweak` leaves
+    /// them.
+    pub async fn with(backend: Backend, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
         let db = TestDb::new(backend).await;
         let url = db.url();
-        Self::serving(db, url).await
+        Self::serving(db, url, tweak).await
     }
 
     /// A world on PostgreSQL whose server reaches its database through
@@ -448,12 +468,14 @@ impl World {
     pub async fn behind(proxy: &DbProxy) -> Self {
         let db = TestDb::new(Backend::Postgres).await;
         let url = db.url_via(Some(proxy.port));
-        Self::serving(db, url).await
+        Self::serving(db, url, |_| {}).await
     }
 
-    async fn serving(db: TestDb, url: String) -> Self {
+    async fn serving(db: TestDb, url: String, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let app = TestApp::spawn(settings(url, dir.path().join("signing-key.pem"))).await;
+        let mut settings = settings(url, dir.path().join("signing-key.pem"));
+        tweak(&mut settings);
+        let app = TestApp::spawn(settings).await;
         let accounts = Accounts::new(
             db.store().await,
             Passwords::new(HashCost::default(), 2).unwrap(),

@@ -9,6 +9,7 @@ mod operations;
 mod passwords;
 mod purge;
 mod store;
+mod throttle;
 mod token_attacks;
 mod user_revocation;
 mod validate;

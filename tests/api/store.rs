@@ -3,7 +3,7 @@
 
 use authd::{
     domain::{UserId, Username},
-    store::{AddUserError, NewUser, Revocation, Store},
+    store::{AddUserError, FailedLogins, NewUser, Revocation, Store},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -344,7 +344,54 @@ async fn deleted_users_are_forgotten_once_their_tokens_cannot_be_current(backend
     assert_eq!(revocations(&store).await, []);
 }
 
+async fn failed_logins_are_kept_replaced_deleted_and_forgotten(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let read = |store: Store, key: &'static str| async move {
+        store
+            .update_failed_logins(key, |record| (record, record))
+            .await
+            .unwrap()
+    };
+    assert_eq!(read(store.clone(), "alice").await, None);
+
+    let record = FailedLogins {
+        failures: 6,
+        last_failed_at: second(0),
+        blocked_until: Some(second(3)),
+    };
+    let answer = store
+        .update_failed_logins("alice", |old| (Some(record), old))
+        .await
+        .unwrap();
+    assert_eq!(answer, None, "the update is given what was there");
+    assert_eq!(read(store.clone(), "alice").await, Some(record));
+    let unblocked = FailedLogins {
+        failures: 2,
+        last_failed_at: second(10),
+        blocked_until: None,
+    };
+    store
+        .update_failed_logins("bob", |_| (Some(unblocked), ()))
+        .await
+        .unwrap();
+    assert_eq!(read(store.clone(), "bob").await, Some(unblocked));
+
+    // Forgotten once both the last failure and the back-off are over.
+    assert_eq!(store.forget_failed_logins(second(2)).await.unwrap(), 0);
+    assert_eq!(store.forget_failed_logins(second(4)).await.unwrap(), 1);
+    assert_eq!(read(store.clone(), "alice").await, None);
+    assert_eq!(read(store.clone(), "bob").await, Some(unblocked));
+
+    store
+        .update_failed_logins("bob", |_| (None, ()))
+        .await
+        .unwrap();
+    assert_eq!(read(store.clone(), "bob").await, None);
+}
+
 on_both_backends!(
+    failed_logins_are_kept_replaced_deleted_and_forgotten,
     deleted_users_are_forgotten_once_their_tokens_cannot_be_current,
     users_are_found_by_name_whatever_the_case_or_composition,
     users_are_listed_by_name_with_their_roles,

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: for production and for several instances
 //! sharing one database.
 
+mod failed_logins;
 mod feed;
 mod revocations;
 mod users;

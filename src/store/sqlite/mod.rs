@@ -4,6 +4,7 @@
 //! other (busy timeout), and the purge and the migrations take file locks
 //! beside the database so that one process at a time runs them.
 
+mod failed_logins;
 mod feed;
 mod revocations;
 mod users;

@@ -1,0 +1,88 @@
+//! The `failed_logins` table on PostgreSQL: the login throttle's count,
+//! shared by every instance.
+
+use time::OffsetDateTime;
+
+use super::PgStore;
+use crate::store::{FailedLogins, StoreError};
+
+/// The first key of the advisory locks that serialise updates of one
+/// username's count ("afl"); the second is the hash of the username key.
+const FAILED_LOGINS_LOCK_CLASS: i32 = 0x0061_666c;
+
+impl PgStore {
+    pub(in crate::store) async fn update_failed_logins<T: Send>(
+        &self,
+        key: &str,
+        update: impl FnOnce(Option<FailedLogins>) -> (Option<FailedLogins>, T) + Send,
+    ) -> Result<T, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            // The row may not exist yet, so lock the key rather than the row:
+            // concurrent attempts on one name are counted one after another.
+            sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(FAILED_LOGINS_LOCK_CLASS)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            let row: Option<(i32, OffsetDateTime, Option<OffsetDateTime>)> = sqlx::query_as(
+                "select failures, last_failed_at, blocked_until from failed_logins \
+                 where username_key = $1",
+            )
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let old = row.map(|(failures, last_failed_at, blocked_until)| FailedLogins {
+                failures: u32::try_from(failures).unwrap_or(0),
+                last_failed_at,
+                blocked_until,
+            });
+            let (new, answer) = update(old);
+            match new {
+                _ if new == old => return Ok(answer),
+                Some(record) => {
+                    sqlx::query(
+                        "insert into failed_logins \
+                         (username_key, failures, last_failed_at, blocked_until) \
+                         values ($1, $2, $3, $4) \
+                         on conflict (username_key) do update set failures = excluded.failures, \
+                         last_failed_at = excluded.last_failed_at, \
+                         blocked_until = excluded.blocked_until",
+                    )
+                    .bind(key)
+                    .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
+                    .bind(record.last_failed_at)
+                    .bind(record.blocked_until)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("delete from failed_logins where username_key = $1")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn forget_failed_logins(
+        &self,
+        before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "delete from failed_logins where last_failed_at < $1 \
+                     and (blocked_until is null or blocked_until < $1)",
+                )
+                .bind(before)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

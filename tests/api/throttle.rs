@@ -1,0 +1,211 @@
+//! Brute force: failed Logins back off exponentially, per username and per
+//! client address, and refuse even the right password meanwhile.
+
+use std::time::Duration;
+
+use authd::{
+    auth::ThrottleMode,
+    grpc::pb::{LoginRequest, auth_service_client::AuthServiceClient},
+};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{Backend, TestApp, World, on_both_backends};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn login(
+    client: &mut AuthServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> Result<(), Status> {
+    client
+        .login(LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Five wrong passwords, each refused as such.
+async fn fail_five_times(client: &mut AuthServiceClient<Channel>, username: &str) {
+    for attempt in 1..=5 {
+        let status = login(client, username, "wrong password").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "attempt {attempt}");
+    }
+}
+
+/// The refusal of a throttled Login: RESOURCE_EXHAUSTED, a generic message,
+/// and a RetryInfo of at least a second. Returns the delay.
+fn assert_backing_off(result: Result<(), Status>) -> Duration {
+    let status = result.expect_err("the login is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "too many failed logins; retry later");
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(delay >= Duration::from_secs(1), "{delay:?}");
+    delay
+}
+
+async fn five_failures_start_a_backoff_that_refuses_even_the_right_password(backend: Backend) {
+    let world = World::new(backend).await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    let mut client = world.app.client_from("127.0.0.2").await;
+
+    fail_five_times(&mut client, "alice").await;
+
+    assert_backing_off(login(&mut client, "alice", PASSWORD).await);
+    assert_backing_off(login(&mut client, "alice", "wrong password").await);
+}
+
+async fn unknown_names_are_throttled_alike(backend: Backend) {
+    let world = World::new(backend).await;
+    let mut client = world.app.client_from("127.0.0.2").await;
+
+    fail_five_times(&mut client, "nobody").await;
+
+    assert_backing_off(login(&mut client, "nobody", PASSWORD).await);
+}
+
+async fn the_backoff_ends_and_the_right_password_then_clears_the_count(backend: Backend) {
+    let world = World::new(backend).await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    let mut client = world.app.client_from("127.0.0.2").await;
+    fail_five_times(&mut client, "alice").await;
+    let delay = assert_backing_off(login(&mut client, "alice", PASSWORD).await);
+
+    // The refusal says when to come back; come back then.
+    tokio::time::sleep(delay).await;
+    login(&mut client, "alice", PASSWORD)
+        .await
+        .expect("the back-off is over");
+
+    // The success cleared alice's count: four failures do not block her.
+    let mut elsewhere = world.app.client_from("127.0.0.3").await;
+    for _ in 0..4 {
+        let status = login(&mut elsewhere, "alice", "wrong").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    login(&mut elsewhere, "alice", PASSWORD).await.unwrap();
+}
+
+async fn throttling_one_user_never_blocks_another(backend: Backend) {
+    let world = World::new(backend).await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    world.add_user("bob", PASSWORD, &[]).await;
+    let mut attacker = world.app.client_from("127.0.0.2").await;
+    fail_five_times(&mut attacker, "alice").await;
+
+    let mut bob = world.app.client_from("127.0.0.3").await;
+    login(&mut bob, "bob", PASSWORD).await.unwrap();
+    // alice's name is throttled wherever the attempt comes from.
+    assert_backing_off(login(&mut bob, "alice", PASSWORD).await);
+    // And the attacker's address, whatever the name.
+    assert_backing_off(login(&mut attacker, "bob", PASSWORD).await);
+}
+
+async fn an_address_spraying_many_names_is_throttled(backend: Backend) {
+    let world = World::new(backend).await;
+    world.add_user("bob", PASSWORD, &[]).await;
+    let mut sprayer = world.app.client_from("127.0.0.2").await;
+    for name in ["ann", "ben", "cat", "dan", "eve"] {
+        let status = login(&mut sprayer, name, "password1").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+    }
+
+    assert_backing_off(login(&mut sprayer, "bob", PASSWORD).await);
+    let mut other = world.app.client_from("127.0.0.3").await;
+    login(&mut other, "bob", PASSWORD).await.unwrap();
+}
+
+async fn username_mode_leaves_addresses_alone(backend: Backend) {
+    let world = World::with(backend, |settings| {
+        settings.login_throttle.mode = ThrottleMode::Username;
+    })
+    .await;
+    world.add_user("bob", PASSWORD, &[]).await;
+    let mut gateway = world.app.client_from("127.0.0.2").await;
+    for name in ["ann", "ben", "cat", "dan", "eve", "fay"] {
+        let status = login(&mut gateway, name, "password1").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+    }
+    login(&mut gateway, "bob", PASSWORD).await.unwrap();
+}
+
+async fn off_throttles_nothing(backend: Backend) {
+    let world = World::with(backend, |settings| {
+        settings.login_throttle.mode = ThrottleMode::Off;
+    })
+    .await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    let mut client = world.app.client_from("127.0.0.2").await;
+    for _ in 0..8 {
+        let status = login(&mut client, "alice", "wrong").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    login(&mut client, "alice", PASSWORD).await.unwrap();
+}
+
+/// Concurrent guesses at one name are counted one after another in the
+/// store: no more than the free five get a password check, however many
+/// arrive at once. (Per username only, so the address's count, kept in
+/// memory, does not stop them first.)
+async fn concurrent_guesses_get_no_more_than_five_checks(backend: Backend) {
+    let world = World::with(backend, |settings| {
+        settings.login_throttle.mode = ThrottleMode::Username;
+    })
+    .await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    let client = world.app.client_from("127.0.0.2").await;
+
+    let guesses = (0..60).map(|n| {
+        let mut client = client.clone();
+        async move { login(&mut client, "alice", &format!("guess {n}")).await }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+
+    let checked = answers
+        .iter()
+        .filter(|a| matches!(a, Err(s) if s.code() == Code::Unauthenticated))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert_eq!((checked, refused), (5, 55), "{answers:?}");
+}
+
+/// On one database, every instance sees the same count for a name.
+async fn instances_share_the_count_of_a_name(backend: Backend) {
+    let world = World::new(backend).await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    let second = TestApp::spawn(world.app.settings.clone()).await;
+    let mut one = world.app.client_from("127.0.0.2").await;
+    let mut two = second.client_from("127.0.0.3").await;
+
+    for (client, times) in [(&mut one, 3), (&mut two, 2)] {
+        for _ in 0..times {
+            let status = login(client, "alice", "wrong").await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated);
+        }
+    }
+
+    assert_backing_off(login(&mut one, "alice", PASSWORD).await);
+    assert_backing_off(login(&mut two, "alice", PASSWORD).await);
+    second.stop().await;
+}
+
+on_both_backends!(
+    five_failures_start_a_backoff_that_refuses_even_the_right_password,
+    unknown_names_are_throttled_alike,
+    the_backoff_ends_and_the_right_password_then_clears_the_count,
+    throttling_one_user_never_blocks_another,
+    an_address_spraying_many_names_is_throttled,
+    username_mode_leaves_addresses_alone,
+    off_throttles_nothing,
+    concurrent_guesses_get_no_more_than_five_checks,
+    instances_share_the_count_of_a_name,
+);
