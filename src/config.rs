@@ -122,6 +122,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHD_LOGIN_THROTTLE_FAILURES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_throttle_failures: u32,
+    /// AuthService calls in flight at most, over all connections; more are
+    /// refused at once with RESOURCE_EXHAUSTED (health checks are not
+    /// counted).
+    #[arg(long, env = "AUTHD_MAX_CALLS_IN_FLIGHT", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_calls_in_flight: u32,
     /// The longest back-off after failed Logins.
     #[arg(long, env = "AUTHD_LOGIN_THROTTLE_MAX_BACKOFF", default_value = "15m", value_parser = positive_duration)]
     pub login_throttle_max_backoff: Duration,
@@ -350,6 +356,7 @@ impl ServeArgs {
                 failed_login_memory: throttle.memory(),
             },
             login_throttle: throttle,
+            max_calls_in_flight: self.max_calls_in_flight as usize,
             shutdown_grace_period: self.shutdown_grace_period,
             request_timeout: self.request_timeout,
             token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),

@@ -20,8 +20,12 @@ use crate::{
 /// The largest request message accepted. Ours are far smaller (a token is
 /// at most 8 KiB); larger ones are refused before they are decoded.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// Concurrent HTTP/2 streams one client connection may open.
+/// Concurrent HTTP/2 streams one client connection may open: well below
+/// the limit of calls in flight, so one connection cannot take them all.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// The largest block of request headers (metadata) accepted: room for an
+/// `authorization` header carrying the largest token (8 KiB) and more.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Streams the server may reset for protocol errors before it closes the
 /// connection (a client provoking resets on purpose is cut off).
 const MAX_LOCAL_ERROR_RESETS: usize = 256;
@@ -61,6 +65,9 @@ pub struct ServeSettings {
     pub revocation_sync: SyncSettings,
     /// Throttling of failed Logins.
     pub login_throttle: ThrottleSettings,
+    /// AuthService calls in flight at most, over all connections; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    pub max_calls_in_flight: usize,
 }
 
 /// A server that is bound and connected, ready to run.
@@ -202,12 +209,13 @@ impl Application {
         };
 
         tracing::info!(%addr, database = store.backend_name(), "authd is serving");
-        let api =
-            AuthServiceServer::new(AuthApi::new(auth)).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let api = AuthServiceServer::new(AuthApi::new(auth, settings.max_calls_in_flight))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
         let server = Server::builder()
             // tonic leaves these to hyper's defaults; an auth service states
             // its own.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -3,6 +3,7 @@
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use secrecy::ExposeSecret as _;
+use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 
 use super::pb::{
@@ -18,12 +19,31 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AuthApi {
     auth: Arc<Authenticator>,
+    /// One permit per call in flight; none left means the server is full.
+    in_flight: Arc<Semaphore>,
 }
 
 impl AuthApi {
-    /// Serves `auth`.
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    /// Serves `auth`, with at most `max_in_flight` calls at a time: more
+    /// are refused at once with RESOURCE_EXHAUSTED rather than queued.
+    ///
+    /// The health and reflection services are not counted, so probes get
+    /// an answer from a server at its limit.
+    pub fn new(auth: Arc<Authenticator>, max_in_flight: usize) -> Self {
+        Self {
+            auth,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
+
+    /// Runs `call` while it holds one of the permits for calls in flight.
+    async fn limited<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        let Ok(_in_flight) = self.in_flight.try_acquire() else {
+            return Err(Status::resource_exhausted(
+                "the server is at its limit of calls in flight; retry shortly",
+            ));
+        };
+        call.await
     }
 
     async fn login(
@@ -91,7 +111,9 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<LoginResponse>, Status> {
         let started = Instant::now();
         let client = request.remote_addr().map(|addr| addr.ip());
-        let result = AuthApi::login(self, request.into_inner(), client).await;
+        let result = self
+            .limited(AuthApi::login(self, request.into_inner(), client))
+            .await;
         logged("Login", started, result)
     }
 
@@ -101,7 +123,9 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<LogoutResponse>, Status> {
         let started = Instant::now();
         let (metadata, _, message) = request.into_parts();
-        let result = AuthApi::logout(self, message, &metadata).await;
+        let result = self
+            .limited(AuthApi::logout(self, message, &metadata))
+            .await;
         logged("Logout", started, result)
     }
 
@@ -110,7 +134,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
         let started = Instant::now();
-        let result = self.validate(request.into_inner()).await;
+        let result = self.limited(self.validate(request.into_inner())).await;
         logged("ValidateToken", started, result)
     }
 }

@@ -280,6 +280,7 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
         token_cache_bytes: 1 << 20,
         revocation_sync: SyncSettings::default(),
         login_throttle: ThrottleSettings::default(),
+        max_calls_in_flight: 1024,
     }
 }
 
@@ -466,9 +467,14 @@ impl World {
     /// A world on PostgreSQL whose server reaches its database through
     /// `proxy`.
     pub async fn behind(proxy: &DbProxy) -> Self {
+        Self::behind_with(proxy, |_| {}).await
+    }
+
+    /// [`World::behind`], with the settings as `tweak` leaves them.
+    pub async fn behind_with(proxy: &DbProxy, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
         let db = TestDb::new(Backend::Postgres).await;
         let url = db.url_via(Some(proxy.port));
-        Self::serving(db, url, |_| {}).await
+        Self::serving(db, url, tweak).await
     }
 
     async fn serving(db: TestDb, url: String, tweak: impl FnOnce(&mut ServeSettings)) -> Self {

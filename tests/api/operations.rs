@@ -256,7 +256,142 @@ async fn a_query_on_a_connection_that_goes_silent_times_out_as_unavailable() {
     assert!(matches!(answer, Err(StoreError::TimedOut(_))), "{answer:?}");
 }
 
+/// Calls beyond the limit of calls in flight are refused at once, while
+/// health checks, which are not counted, still answer.
+#[tokio::test]
+async fn calls_beyond_the_limit_in_flight_are_refused_at_once() {
+    let proxy = DbProxy::start().await;
+    let mut world = World::behind_with(&proxy, |settings| settings.max_calls_in_flight = 4).await;
+    let login = world.alice_token().await;
+
+    // Four Logins that hang on the silent database until its deadline.
+    proxy.freeze();
+    let hanging: Vec<_> = (0..4)
+        .map(|n| {
+            let mut client = world.app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .login(authd::grpc::pb::LoginRequest {
+                        username: format!("user{n}"),
+                        password: "a password".to_owned(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+
+    // Once all four are in, a fifth call is refused without waiting (the
+    // four hang for the 3 s database deadline).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let refused = loop {
+        match world.app.try_validate(&login.access_token).await {
+            Ok(answer) => assert!(answer.valid),
+            Err(status) => break status,
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no call refused while four hang"
+        );
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "the server is at its limit of calls in flight; retry shortly"
+    );
+    world.app.health("").await;
+
+    for call in hanging {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    proxy.restore();
+    world.app.eventually_valid(&login.access_token).await;
+}
+
+/// A client flooding Login on its connection takes at most that
+/// connection's streams: another client's ValidateToken calls all succeed
+/// meanwhile, and every flooded Login gets a token or a quick refusal.
+async fn a_login_flood_from_one_client_leaves_another_served(backend: Backend) {
+    let mut world = World::new(backend).await;
+    let login = world.alice_token().await;
+    let flooder = world.app.client_from("127.0.0.2").await;
+    let flood = tokio::spawn(async move {
+        let calls = (0..1_000).map(|_| {
+            let mut client = flooder.clone();
+            async move {
+                client
+                    .login(authd::grpc::pb::LoginRequest {
+                        username: "alice".to_owned(),
+                        password: "correct horse battery".to_owned(),
+                    })
+                    .await
+            }
+        });
+        futures_util::future::join_all(calls).await
+    });
+
+    let mut other = world.app.client_from("127.0.0.3").await;
+    let mut validated = 0;
+    while !flood.is_finished() || validated < 100 {
+        let answer = other
+            .validate_token(authd::grpc::pb::ValidateTokenRequest {
+                access_token: login.access_token.clone(),
+            })
+            .await
+            .expect("the other client is served");
+        assert!(answer.into_inner().valid);
+        validated += 1;
+    }
+
+    let answers = flood.await.unwrap();
+    let shed = answers
+        .iter()
+        .filter(|a| matches!(a, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    let served = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(shed + served, 1_000, "only tokens and refusals");
+    assert!(shed > 0 && served > 0, "served {served}, shed {shed}");
+}
+
+/// Connections that open and say nothing, or finish the HTTP/2 handshake
+/// and then idle, hold no one else up.
+async fn many_idle_connections_hold_no_one_up(backend: Backend) {
+    let mut world = World::new(backend).await;
+    let login = world.alice_token().await;
+    let mut silent = Vec::new();
+    for _ in 0..1_000 {
+        silent.push(
+            tokio::net::TcpStream::connect(world.app.addr)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(
+            tonic::transport::Channel::from_shared(format!("http://{}", world.app.addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+
+    assert!(world.app.validate(&login.access_token).await.valid);
+    let mut fresh = world.app.client_from("127.0.0.2").await;
+    let answer = fresh
+        .validate_token(authd::grpc::pb::ValidateTokenRequest {
+            access_token: login.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(answer.into_inner().valid);
+    drop((silent, idle));
+}
+
 on_both_backends!(
+    a_login_flood_from_one_client_leaves_another_served,
+    many_idle_connections_hold_no_one_up,
     health_reports_serving_for_the_server_and_the_service,
     a_logout_survives_a_restart,
     two_instances_share_tokens_and_revocations,
