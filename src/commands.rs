@@ -23,7 +23,10 @@ use crate::{
 /// # Errors
 /// Whatever stopped the subcommand, for `main` to print in one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Serve(Box::new(cli.serve)))
+    {
         Command::Serve(args) => serve(&args).await,
         Command::Migrate(args) => {
             open_store(&args).await?;

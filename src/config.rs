@@ -17,6 +17,7 @@ use crate::{
     jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
     startup::ServeSettings,
     store::{DatabaseSettings, DatabaseUrl},
+    tls::TlsSettings,
 };
 
 /// authd: a gRPC authentication service. Login issues signed JWT access
@@ -41,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(StorageArgs),
     /// Manage users.
@@ -128,6 +129,16 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHD_MAX_CALLS_IN_FLIGHT", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_calls_in_flight: u32,
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key.
+    #[arg(long, env = "AUTHD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM); must not be readable by others.
+    #[arg(long, env = "AUTHD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "AUTHD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// The longest back-off after failed Logins.
     #[arg(long, env = "AUTHD_LOGIN_THROTTLE_MAX_BACKOFF", default_value = "15m", value_parser = positive_duration)]
     pub login_throttle_max_backoff: Duration,
@@ -357,6 +368,15 @@ impl ServeArgs {
             },
             login_throttle: throttle,
             max_calls_in_flight: self.max_calls_in_flight as usize,
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsSettings {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca.clone(),
+                }),
             shutdown_grace_period: self.shutdown_grace_period,
             request_timeout: self.request_timeout,
             token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),

@@ -14,7 +14,7 @@
 //! - [`jobs`]: background tasks of the server (purge, revocation sync,
 //!   database health).
 //! - [`startup`]: builds the server from its settings and runs it until a
-//!   shutdown future resolves.
+//!   shutdown future resolves; [`tls`]: its certificate and key.
 //! - [`config`] and [`commands`]: the command line and what each
 //!   subcommand does; [`telemetry`]: logging.
 
@@ -30,3 +30,4 @@ pub mod jobs;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

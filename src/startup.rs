@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Durat
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     auth::{
@@ -15,6 +15,7 @@ use crate::{
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
     jobs::{self, purge::PurgeSettings, revocation_sync::SyncSettings},
     store::{DatabaseSettings, FeedCursor, Store},
+    tls::TlsSettings,
 };
 
 /// The largest request message accepted. Ours are far smaller (a token is
@@ -32,6 +33,9 @@ const MAX_LOCAL_ERROR_RESETS: usize = 256;
 /// Streams a client may open and reset before they are accepted
 /// ("rapid reset", CVE-2023-44487).
 const MAX_PENDING_ACCEPT_RESETS: usize = 64;
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the revocation state is trusted after it last matched the
 /// store; past that, ValidateToken answers UNAVAILABLE. Catch-ups run every
@@ -68,6 +72,8 @@ pub struct ServeSettings {
     /// AuthService calls in flight at most, over all connections; more are
     /// refused with RESOURCE_EXHAUSTED.
     pub max_calls_in_flight: usize,
+    /// TLS (and mutual TLS); plaintext when `None`.
+    pub tls: Option<TlsSettings>,
 }
 
 /// A server that is bound and connected, ready to run.
@@ -79,6 +85,8 @@ pub struct Application {
     revocations: Arc<RevocationState>,
     /// Where the start-up load of the revocations left off.
     cursor: FeedCursor,
+    /// The TLS configuration read from the settings' files.
+    tls: Option<ServerTlsConfig>,
     settings: ServeSettings,
 }
 
@@ -89,6 +97,7 @@ impl Application {
     /// # Errors
     /// When any of those fails; the message says which.
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
+        let tls = settings.tls.as_ref().map(TlsSettings::load).transpose()?;
         let key = SigningKey::load_or_generate(&settings.signing_key_file)?;
         let store = Store::connect(&settings.database).await?;
         store
@@ -134,6 +143,7 @@ impl Application {
             auth,
             revocations,
             cursor,
+            tls,
             settings,
         })
     }
@@ -167,6 +177,7 @@ impl Application {
             auth,
             revocations,
             cursor,
+            tls,
             settings,
         } = self;
         let addr = listener.local_addr()?;
@@ -208,10 +219,17 @@ impl Application {
             }
         };
 
-        tracing::info!(%addr, database = store.backend_name(), "authd is serving");
+        let transport = settings.tls.as_ref().map_or("plaintext", TlsSettings::mode);
+        tracing::info!(%addr, database = store.backend_name(), transport, "authd is serving");
         let api = AuthServiceServer::new(AuthApi::new(auth, settings.max_calls_in_flight))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))
+                .context("invalid TLS configuration")?;
+        }
+        let server = builder
             // tonic leaves these to hyper's defaults; an auth service states
             // its own.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))

@@ -42,7 +42,7 @@ impl SigningKey {
     pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
         match fs::read(path) {
             Ok(pem) => {
-                warn_if_readable_by_others(path);
+                ensure_private(path, "signing key")?;
                 Self::from_pkcs8_pem(&pem)
                     .with_context(|| format!("signing key file {}", path.display()))
             }
@@ -138,21 +138,62 @@ fn generate_into(path: &Path) -> anyhow::Result<SigningKey> {
     }
 }
 
-fn warn_if_readable_by_others(path: &Path) {
-    if let Ok(meta) = fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
-            "the signing key file is readable by other users; restrict it to mode 0600"
+/// Refuses a private-key file that users other than its owner and group
+/// may read, or that its group may write: what such a key signs proves
+/// nothing. A key its group may read (a Kubernetes secret mounted with an
+/// `fsGroup`, say) is accepted with a warning.
+///
+/// # Errors
+/// When the file's mode lets others read it, or its group write it; the
+/// message says how to fix it.
+pub fn ensure_private(path: &Path, what: &str) -> anyhow::Result<()> {
+    let mode = fs::metadata(path)
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o027 != 0 {
+        bail!(
+            "the {what} file {} has mode {mode:o}: other users may read or change it; \
+             restrict it to 0600 (chmod 600), or 0640 to share it with a group",
+            path.display()
         );
     }
+    if mode & 0o040 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{mode:o}"),
+            "the {what} file is readable by its group"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-key.pem");
+        SigningKey::load_or_generate(&path).unwrap();
+        for (mode, accepted) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, true),
+            (0o644, false),
+            (0o660, false),
+            (0o604, false),
+        ] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let loaded = SigningKey::load_or_generate(&path);
+            assert_eq!(loaded.is_ok(), accepted, "mode {mode:o}");
+            if let Err(err) = loaded {
+                assert!(err.to_string().contains("chmod 600"), "{err}");
+            }
+        }
+    }
 
     #[test]
     fn generates_once_with_private_mode_and_loads_the_same_key() {

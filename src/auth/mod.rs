@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 pub use accounts::{AccountError, Accounts};
-pub use keys::SigningKey;
+pub use keys::{SigningKey, ensure_private};
 pub use password::{HashCost, Overloaded, PasswordCheck, PasswordPolicy, Passwords};
 pub use revocations::RevocationState;
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};

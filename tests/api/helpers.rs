@@ -281,6 +281,7 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
         revocation_sync: SyncSettings::default(),
         login_throttle: ThrottleSettings::default(),
         max_calls_in_flight: 1024,
+        tls: None,
     }
 }
 
@@ -305,11 +306,11 @@ impl TestApp {
         let handle = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
+        // Lazy: a server on TLS refuses this plaintext channel, and its
+        // tests make their own.
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
-            .connect()
-            .await
-            .unwrap();
+            .connect_lazy();
         Self {
             addr,
             client: AuthServiceClient::new(channel.clone()),

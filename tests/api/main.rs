@@ -10,6 +10,7 @@ mod passwords;
 mod purge;
 mod store;
 mod throttle;
+mod tls;
 mod token_attacks;
 mod user_revocation;
 mod validate;

@@ -112,7 +112,7 @@ def free_port():
 class Authd:
     """One `authd` process and the ways to talk to it."""
 
-    def __init__(self, database, *flags, command=("serve",)):
+    def __init__(self, database, *flags, command=("serve",), transport=("-plaintext",)):
         self.database = database
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -128,7 +128,8 @@ class Authd:
         while True:
             assert self.proc.poll() is None, f"authd exited:\n{self.output()}"
             try:
-                if json.loads(grpcurl("grpc.health.v1.Health/Check", {}, self.addr)).get("status") == "SERVING":
+                health = grpcurl("grpc.health.v1.Health/Check", {}, self.addr, transport=transport)
+                if json.loads(health).get("status") == "SERVING":
                     break
             except AssertionError:
                 pass
@@ -150,9 +151,9 @@ def cli(database, *args, stdin=None, env=None):
                           cwd=database.workdir, input=stdin, capture_output=True, text=True, timeout=60)
 
 
-def grpcurl(method, body, addr, *extra):
+def grpcurl(method, body, addr, *extra, transport=("-plaintext",)):
     result = subprocess.run(
-        [GRPCURL, "-plaintext", *extra, "-d", json.dumps(body), addr, method],
+        [GRPCURL, *transport, *extra, "-d", json.dumps(body), addr, method],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, f"grpcurl {method}: {result.stderr}"
@@ -210,7 +211,9 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     assert code == 0, server.output()
     log = server.output()
     assert "authd stopped" in log and "DEBUG" in log
-    for secret in (token, token.split(".")[2], PASSWORD):
+    key_file, = database.workdir.rglob("signing-key.pem")
+    key_body = "".join(line for line in key_file.read_text().splitlines() if not line.startswith("-----"))
+    for secret in (token, token.split(".")[2], PASSWORD, key_body, key_body[-20:]):
         assert secret not in log
 
     # A new process over the same database: the logout holds.
@@ -367,3 +370,132 @@ def test_processes_sharing_one_sqlite_file_under_load(pb, tmp_path):
             assert s.terminate() == 0
     for s in servers:
         assert "database is locked" not in s.output()
+
+
+class Pki:
+    """A CA of the test's own, a server certificate for localhost, and a
+    client certificate; all as PEM files (keys mode 0600)."""
+
+    def __init__(self, directory, name="authd"):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        import datetime
+
+        directory.mkdir(exist_ok=True)
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def write(filename, data, private=False):
+            path = directory / filename
+            path.write_bytes(data)
+            path.chmod(0o600 if private else 0o644)
+            return str(path)
+
+        def certificate(subject, key, issuer, issuer_key, ca=False, usage=None, names=()):
+            builder = (x509.CertificateBuilder()
+                       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                       .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                       .public_key(key.public_key())
+                       .serial_number(x509.random_serial_number())
+                       .not_valid_before(now - datetime.timedelta(minutes=5))
+                       .not_valid_after(now + datetime.timedelta(days=1))
+                       .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+            if usage:
+                builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            if names:
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            return builder.sign(issuer_key, hashes.SHA256())
+
+        def pem_key(key):
+            return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+
+        pem = serialization.Encoding.PEM
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = certificate(f"{name} CA", ca_key, f"{name} CA", ca_key, ca=True)
+        self.ca = write("ca.pem", ca.public_bytes(pem))
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server = certificate("localhost", server_key, f"{name} CA", ca_key,
+                             usage=ExtendedKeyUsageOID.SERVER_AUTH, names=["localhost"])
+        self.server_cert = write("server.pem", server.public_bytes(pem))
+        self.server_key = write("server.key", pem_key(server_key), private=True)
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        client = certificate("a-service", client_key, f"{name} CA", ca_key,
+                             usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        self.client_cert = write("client.pem", client.public_bytes(pem))
+        self.client_key = write("client.key", pem_key(client_key), private=True)
+
+    def grpcurl_flags(self, with_client_cert):
+        flags = ["-cacert", self.ca, "-authority", "localhost"]
+        if with_client_cert:
+            flags += ["-cert", self.client_cert, "-key", self.client_key]
+        return tuple(flags)
+
+    def python_credentials(self, with_client_cert):
+        read = lambda path: Path(path).read_bytes()  # noqa: E731
+        if with_client_cert:
+            return grpc.ssl_channel_credentials(read(self.ca), read(self.client_key), read(self.client_cert))
+        return grpc.ssl_channel_credentials(read(self.ca))
+
+
+def test_tls_and_mutual_tls_with_grpcurl_and_python(pb, tmp_path):
+    """TLS: grpcurl and the Python client over TLS get the full cycle, a
+    plaintext client gets nothing. Mutual TLS: only clients with a
+    certificate of the configured CA are served."""
+    auth_pb2, auth_pb2_grpc = pb
+    workdir = tmp_path / "tls"
+    workdir.mkdir()
+    database = Sqlite(workdir)
+    pki = Pki(tmp_path / "pki")
+    assert cli(database, "user", "add", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
+    python_options = [("grpc.ssl_target_name_override", "localhost")]
+
+    tls = ("--tls-cert", pki.server_cert, "--tls-key", pki.server_key)
+    server = Authd(database, *tls, transport=pki.grpcurl_flags(False))
+    try:
+        assert "transport=\"tls\"" in server.output() or "transport=tls" in server.output()
+        login = json.loads(grpcurl("auth.v1.AuthService/Login", {"username": "alice", "password": PASSWORD},
+                                   server.addr, transport=pki.grpcurl_flags(False)))
+        token = login["accessToken"]
+        with grpc.secure_channel(server.addr, pki.python_credentials(False), python_options) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            assert stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token)).valid
+            stub.Logout(auth_pb2.LogoutRequest(access_token=token))
+            answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
+            assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
+        plain = subprocess.run([GRPCURL, "-plaintext", "-d", "{}", server.addr, "grpc.health.v1.Health/Check"],
+                               capture_output=True, text=True, timeout=30)
+        assert plain.returncode != 0
+        with grpc.insecure_channel(server.addr) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                auth_pb2_grpc.AuthServiceStub(channel).ValidateToken(
+                    auth_pb2.ValidateTokenRequest(access_token=token), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert server.terminate() == 0
+
+    server = Authd(database, *tls, "--tls-client-ca", pki.ca, transport=pki.grpcurl_flags(True))
+    try:
+        checked = json.loads(grpcurl("auth.v1.AuthService/ValidateToken", {"accessToken": token},
+                                     server.addr, transport=pki.grpcurl_flags(True)))
+        assert checked.get("reason") == "TOKEN_INVALID_REASON_REVOKED"
+        without = subprocess.run([GRPCURL, *pki.grpcurl_flags(False), "-d", "{}", server.addr,
+                                  "grpc.health.v1.Health/Check"], capture_output=True, text=True, timeout=30)
+        assert without.returncode != 0
+        stranger = Pki(tmp_path / "stranger", name="stranger")
+        with grpc.secure_channel(server.addr, pki.python_credentials(True), python_options) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            assert stub.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD)).access_token
+        for credentials in (pki.python_credentials(False),
+                            grpc.ssl_channel_credentials(Path(pki.ca).read_bytes(),
+                                                         Path(stranger.client_key).read_bytes(),
+                                                         Path(stranger.client_cert).read_bytes())):
+            with grpc.secure_channel(server.addr, credentials, python_options) as channel:
+                with pytest.raises(grpc.RpcError) as refused:
+                    auth_pb2_grpc.AuthServiceStub(channel).ValidateToken(
+                        auth_pb2.ValidateTokenRequest(access_token=token), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert server.terminate() == 0

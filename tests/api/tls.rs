@@ -1,0 +1,205 @@
+//! TLS and mutual TLS: a client that trusts the server's CA is served; a
+//! plaintext client is not; with a client CA set, neither is a client
+//! without a certificate from it.
+
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
+
+use authd::{
+    grpc::pb::{ValidateTokenRequest, auth_service_client::AuthServiceClient},
+    tls::TlsSettings,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::helpers::{Backend, World};
+
+/// A certificate and its key, in PEM.
+struct Issued {
+    cert: String,
+    key: String,
+}
+
+/// A CA of its own, with what it signed.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: String,
+    server: Issued,
+    client: Issued,
+}
+
+fn issue(
+    ca: &CertifiedIssuer<'_, KeyPair>,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> Issued {
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, ca).unwrap();
+    Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+fn new_pki(name: &str) -> Pki {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    Pki {
+        dir: tempfile::tempdir().unwrap(),
+        ca: ca.pem(),
+        server: issue(&ca, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth),
+        client: issue(&ca, &["a-service"], ExtendedKeyUsagePurpose::ClientAuth),
+    }
+}
+
+impl Pki {
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// Server settings: TLS, and mutual TLS when `require_clients`.
+    fn settings(&self, require_clients: bool) -> TlsSettings {
+        TlsSettings {
+            cert: self.write("server.pem", &self.server.cert),
+            key: self.write("server.key", &self.server.key),
+            client_ca: require_clients.then(|| self.write("ca.pem", &self.ca)),
+        }
+    }
+}
+
+/// A client over TLS that trusts `trusted`'s CA, presenting `identity`.
+async fn client(
+    world: &World,
+    trusted: &Pki,
+    identity: Option<&Issued>,
+) -> Result<AuthServiceClient<Channel>, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&trusted.ca))
+        .domain_name("localhost");
+    if let Some(issued) = identity {
+        tls = tls.identity(Identity::from_pem(&issued.cert, &issued.key));
+    }
+    let channel = Channel::from_shared(format!("https://{}", world.app.addr))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(AuthServiceClient::new(channel))
+}
+
+/// Logs alice in over `client` and validates the token: the full cycle.
+async fn serves(client: &mut AuthServiceClient<Channel>) -> Result<(), tonic::Status> {
+    let login = client
+        .login(authd::grpc::pb::LoginRequest {
+            username: "alice".to_owned(),
+            password: "correct horse battery".to_owned(),
+        })
+        .await?
+        .into_inner();
+    let answer = client
+        .validate_token(ValidateTokenRequest {
+            access_token: login.access_token,
+        })
+        .await?
+        .into_inner();
+    assert!(answer.valid);
+    Ok(())
+}
+
+/// Whether a plaintext client gets any answer at all.
+async fn plaintext_is_answered(world: &World) -> bool {
+    let Ok(channel) = Channel::from_shared(format!("http://{}", world.app.addr))
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    AuthServiceClient::new(channel)
+        .validate_token(ValidateTokenRequest {
+            access_token: "x".to_owned(),
+        })
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_trust_its_ca_and_no_plaintext() {
+    let pki = new_pki("authd");
+    let world = World::with(Backend::Sqlite, |s| s.tls = Some(pki.settings(false))).await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+
+    let mut trusting = client(&world, &pki, None).await.unwrap();
+    serves(&mut trusting).await.unwrap();
+
+    assert!(!plaintext_is_answered(&world).await);
+    let stranger = new_pki("another");
+    let distrusting = client(&world, &stranger, None).await;
+    assert!(
+        distrusting.is_err(),
+        "a client that does not trust the CA connects"
+    );
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
+    let pki = new_pki("authd");
+    let world = World::with(Backend::Sqlite, |s| s.tls = Some(pki.settings(true))).await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+
+    let mut with_cert = client(&world, &pki, Some(&pki.client)).await.unwrap();
+    serves(&mut with_cert).await.unwrap();
+
+    // TLS 1.3 ends the handshake before the server checks the client's
+    // certificate, so the refusal may come at the first call.
+    let refused = |result: Result<AuthServiceClient<Channel>, _>| async move {
+        match result {
+            Err(_) => true,
+            Ok(mut client) => serves(&mut client).await.is_err(),
+        }
+    };
+    assert!(
+        refused(client(&world, &pki, None).await).await,
+        "no certificate"
+    );
+    let stranger = new_pki("another");
+    assert!(
+        refused(client(&world, &pki, Some(&stranger.client)).await).await,
+        "a certificate of another CA"
+    );
+    assert!(!plaintext_is_answered(&world).await);
+}
+
+#[tokio::test]
+async fn a_tls_key_others_may_read_is_refused_at_start() {
+    let pki = new_pki("authd");
+    let tls = pki.settings(false);
+    std::fs::set_permissions(&tls.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::settings(
+        format!("sqlite://{}", dir.path().join("authd.db").display()),
+        dir.path().join("key.pem"),
+    );
+    settings.tls = Some(tls);
+
+    let err = authd::startup::Application::build(settings)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+}
