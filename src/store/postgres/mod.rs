@@ -48,13 +48,25 @@ impl PgStore {
             .context("DATABASE_URL is not a valid postgres:// URL")?;
         let options = options.log_statements(tracing::log::LevelFilter::Debug);
         create_database_if_missing(&options).await?;
+        // The server ends a statement that runs past the operation deadline
+        // itself: when a caller gives up on a silent or slow server, the
+        // statement does not run on, holding its locks.
+        let deadline_ms = settings.operation_timeout.as_millis().to_string();
+        let options = options.options([("statement_timeout", deadline_ms.as_str())]);
 
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
+            // A call waits this long for a connection, then fails as
+            // unavailable (sqlx's default would be 30 s).
             .acquire_timeout(settings.acquire_timeout)
             // A connection the server dropped while idle is found out here,
             // not by the query of a client.
             .test_before_acquire(true)
+            // Connections are renewed every half hour (spreading the load
+            // after a failover, picking up server settings) and closed
+            // after ten idle minutes.
+            .max_lifetime(Duration::from_secs(30 * 60))
+            .idle_timeout(Duration::from_secs(10 * 60))
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
@@ -70,9 +82,20 @@ impl PgStore {
     }
 
     pub(super) async fn migrate(&self) -> anyhow::Result<()> {
+        // A migration may take longer than one call's statement timeout:
+        // run them over a connection of their own without it (a later
+        // setting of the same name wins).
+        let options = PgConnectOptions::clone(&self.pool.connect_options())
+            .options([("statement_timeout", "0")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         // sqlx holds an advisory lock while migrating: instances starting
         // together take turns.
-        Ok(MIGRATOR.run(&self.pool).await?)
+        let migrated = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        Ok(migrated?)
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
@@ -140,4 +163,29 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DatabaseUrl;
+
+    #[tokio::test]
+    async fn the_server_ends_statements_at_the_operation_deadline() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let url = SecretString::from(url);
+        let mut settings = DatabaseSettings::new(DatabaseUrl::Postgres(url.clone()));
+        settings.operation_timeout = Duration::from_millis(200);
+        let store = PgStore::connect(&url, &settings).await.unwrap();
+
+        // Not through `bounded`: the server itself must cancel it.
+        let err = sqlx::query("select pg_sleep(5)")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("57014"), "query_canceled: {err}");
+        store.close().await;
+    }
 }
