@@ -22,7 +22,7 @@ pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
 pub use token_cache::VerifiedTokens;
 pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
 
-use self::throttle::{BackingOff, Settlement};
+use self::throttle::{Refusal, Settlement};
 use crate::{
     domain::{AccessToken, Password, UserId, Username},
     store::{Revocation, Store, StoreError, UserRecord},
@@ -153,10 +153,11 @@ impl Authenticator {
     ) -> Result<Session, AuthError> {
         let attempt = match self.throttle.admit(username, client).await? {
             Ok(attempt) => attempt,
-            Err(BackingOff(wait)) => {
+            Err(Refusal::BackingOff(wait)) => {
                 tracing::info!(client = ?client, "login refused: backing off after failed logins");
                 return Err(AuthError::Throttled(wait));
             }
+            Err(Refusal::Busy) => return Err(AuthError::Overloaded),
         };
         let outcome = self.check_password(username, password).await;
         let settlement = match &outcome {

@@ -4,17 +4,22 @@
 //!
 //! Failures are counted per canonical username, unknown names included, in
 //! the store, so every instance on one database shares the count; and per
-//! client address, in this process's memory, in a bounded table. Each
-//! attempt is counted *before* its password is checked, so concurrent
-//! guesses cannot slip past the limit; a success then clears the username's
-//! count and takes the attempt back from the address's.
+//! client address, in this process's memory, in a bounded table. Only
+//! settled failures count, so many concurrent Logins of one user that all
+//! succeed are never throttled. So that concurrent guesses cannot slip past
+//! the limit together, a name runs at most as many password checks at once
+//! as it has free failures (five), and only one at a time once any failure
+//! is on record: each then sees the failures of those before it.
 
 use std::{
+    hash::{BuildHasher as _, RandomState},
     net::{IpAddr, Ipv6Addr},
     str::FromStr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use time::OffsetDateTime;
 
@@ -93,40 +98,25 @@ impl ThrottleSettings {
         Some(doubled.min(self.max_backoff))
     }
 
-    /// Admits an attempt on a key whose record is `record` at `now`,
-    /// counting it as a failure until it is settled; or refuses it while a
-    /// back-off runs.
-    fn admit(&self, record: Option<FailedLogins>, now: OffsetDateTime) -> Admission {
-        let record = record.filter(|r| {
-            let remembered_until = r.last_failed_at + self.memory();
-            remembered_until > now || r.blocked_until.is_some_and(|until| until > now)
+    /// The wait left when a back-off runs for `record` at `now`.
+    fn backing_off(&self, record: Option<&FailedLogins>, now: OffsetDateTime) -> Option<Duration> {
+        let until = record?.blocked_until.filter(|&until| until > now)?;
+        Some(Duration::try_from(until - now).unwrap_or_default())
+    }
+
+    /// `record` with one more failure at `now` (failures older than
+    /// [`Self::memory`] forgotten first), and the back-off it earns.
+    fn failed(&self, record: Option<FailedLogins>, now: OffsetDateTime) -> FailedLogins {
+        let remembered = record.filter(|r| {
+            r.last_failed_at + self.memory() > now || self.backing_off(Some(r), now).is_some()
         });
-        if let Some(until) = record.and_then(|r| r.blocked_until)
-            && until > now
-        {
-            let wait = Duration::try_from(until - now).unwrap_or_default();
-            return Admission::Refused(wait);
-        }
-        let failures = record.map_or(0, |r| r.failures).saturating_add(1);
+        let failures = remembered.map_or(0, |r| r.failures).saturating_add(1);
         // Whole seconds, as every backend keeps them.
         let second = now.replace_nanosecond(0).unwrap_or(now);
-        Admission::Counted(FailedLogins {
+        FailedLogins {
             failures,
             last_failed_at: second,
             blocked_until: self.blocked_until(failures, second),
-        })
-    }
-
-    /// [`Self::admit`] as an update of the stored record: the counted record
-    /// replaces it; a refusal leaves it as it was.
-    fn count(
-        &self,
-        record: Option<FailedLogins>,
-        now: OffsetDateTime,
-    ) -> (Option<FailedLogins>, Admission) {
-        match self.admit(record, now) {
-            admitted @ Admission::Counted(counted) => (Some(counted), admitted),
-            refused @ Admission::Refused(_) => (record, refused),
         }
     }
 
@@ -137,43 +127,31 @@ impl ThrottleSettings {
         self.backoff(failures)
             .map(|backoff| last + backoff + Duration::from_secs(1))
     }
-
-    /// Takes back one attempt that turned out not to be a failed guess:
-    /// the record and its back-off are as if it had not been made, but for
-    /// its time.
-    fn take_back(&self, record: Option<FailedLogins>) -> Option<FailedLogins> {
-        let mut record = record?;
-        record.failures = record.failures.checked_sub(1).filter(|&n| n > 0)?;
-        record.blocked_until = self.blocked_until(record.failures, record.last_failed_at);
-        Some(record)
-    }
-}
-
-/// What [`ThrottleSettings::admit`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admission {
-    /// Go ahead; the record counting this attempt is to be stored.
-    Counted(FailedLogins),
-    /// Refused: a back-off runs for this long yet.
-    Refused(Duration),
 }
 
 /// How an admitted attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
-    /// The password was right: the username's failures are cleared.
+    /// The password was right: the username's failures are cleared (the
+    /// address's stay: one good password must not wipe the failures of a
+    /// sprayer who owns one account).
     Succeeded,
-    /// A wrong password, an unknown or disabled user: the attempt stays
-    /// counted.
+    /// A wrong password, an unknown or disabled user: one more failure.
     Failed,
-    /// No password was checked (overload, a database failure): the attempt
-    /// is taken back.
+    /// No password was checked (overload, a database failure): nothing is
+    /// counted.
     NotTried,
 }
 
-/// An attempt was refused: a back-off runs for this long yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackingOff(pub Duration);
+/// Stripes of name slots: names share a stripe when their hashes meet,
+/// which only makes them wait for each other a little.
+const NAME_STRIPES: usize = 1024;
+
+/// The longest an attempt waits for its name's turn before it is refused
+/// as overload: half a second, so that with the wait for a hashing thread
+/// after it (at most a second, mostly far less) a Login is answered or
+/// refused in about a second.
+const MAX_TURN_WAIT: Duration = Duration::from_millis(500);
 
 /// The failed-Login counts and back-offs.
 #[derive(Debug)]
@@ -181,14 +159,31 @@ pub struct LoginThrottle {
     settings: ThrottleSettings,
     store: Store,
     addresses: Mutex<quick_cache::unsync::Cache<IpAddr, FailedLogins>>,
+    /// Per stripe of names, one permit per free failure: a check takes one
+    /// while its name has no failure on record, all of them otherwise.
+    names: Box<[Arc<Semaphore>]>,
+    hasher: RandomState,
 }
 
-/// An attempt admitted by [`LoginThrottle::admit`], to be settled.
+/// An attempt admitted by [`LoginThrottle::admit`], to be settled. While
+/// it lives, no other attempt on its name runs in this process.
 #[derive(Debug)]
 #[must_use = "an attempt is settled once its outcome is known"]
 pub struct Attempt {
-    username: Option<String>,
+    /// The canonical name, and whether it has failures to clear.
+    username: Option<(String, bool)>,
     address: Option<IpAddr>,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
+/// Why an attempt was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A back-off runs for this long yet.
+    BackingOff(Duration),
+    /// The name's turn did not come within half a second: too many
+    /// attempts on it at once.
+    Busy,
 }
 
 impl LoginThrottle {
@@ -196,108 +191,135 @@ impl LoginThrottle {
     pub fn new(settings: ThrottleSettings, store: Store) -> Self {
         let addresses = quick_cache::unsync::Cache::new(settings.max_addresses.max(1));
         Self {
-            settings,
+            settings: settings.clone(),
             store,
             addresses: Mutex::new(addresses),
+            names: (0..NAME_STRIPES)
+                .map(|_| Arc::new(Semaphore::new(settings.free_failures.max(1) as usize)))
+                .collect(),
+            hasher: RandomState::new(),
         }
     }
 
-    /// Counts a Login attempt for `username` from `client`, or refuses it
-    /// while either is backing off.
+    /// Waits for the name's turn, then admits a Login attempt for
+    /// `username` from `client`, or refuses it while either is backing off.
     ///
     /// # Errors
-    /// `Ok(Err(BackingOff))` when refused; [`StoreError`] when the username's
-    /// count cannot be read or written (the attempt is then not made).
+    /// `Ok(Err(Refusal))` when refused; [`StoreError`] when the username's
+    /// count cannot be read (the attempt is then not made).
     pub async fn admit(
         &self,
         username: &Username,
         client: Option<IpAddr>,
-    ) -> Result<Result<Attempt, BackingOff>, StoreError> {
-        let mut attempt = Attempt {
-            username: None,
-            address: None,
-        };
+    ) -> Result<Result<Attempt, Refusal>, StoreError> {
         if self.settings.mode == ThrottleMode::Off {
-            return Ok(Ok(attempt));
+            return Ok(Ok(Attempt {
+                username: None,
+                address: None,
+                _turn: None,
+            }));
         }
         let now = OffsetDateTime::now_utc();
-        if let Some(address) = client.filter(|_| self.settings.mode == ThrottleMode::On) {
-            let address = address_key(address);
-            match self.update_address(address, |record| self.settings.count(record, now)) {
-                Admission::Refused(wait) => return Ok(Err(BackingOff(wait))),
-                Admission::Counted(_) => attempt.address = Some(address),
+        let address = client
+            .filter(|_| self.settings.mode == ThrottleMode::On)
+            .map(address_key);
+        if let Some(address) = address {
+            let record = self.lock_addresses().get(&address).copied();
+            if let Some(wait) = self.settings.backing_off(record.as_ref(), now) {
+                return Ok(Err(Refusal::BackingOff(wait)));
             }
         }
+
         let key = username.key();
-        let admission = self
-            .store
-            .update_failed_logins(&key, &mut |record| self.settings.count(record, now))
-            .await;
-        match admission {
-            Ok(Admission::Counted(_)) => {
-                attempt.username = Some(key);
-                Ok(Ok(attempt))
-            }
-            Ok(Admission::Refused(wait)) => {
-                self.settle(attempt, Settlement::NotTried).await;
-                Ok(Err(BackingOff(wait)))
-            }
-            Err(err) => {
-                self.settle(attempt, Settlement::NotTried).await;
-                Err(err)
-            }
+        let slots = &self.names[self.hasher.hash_one(&key) as usize % NAME_STRIPES];
+        let waiting_since = tokio::time::Instant::now();
+        let Some(mut turn) = take_turn(slots, 1, waiting_since).await else {
+            return Ok(Err(Refusal::Busy));
+        };
+        let mut record = self.store.failed_logins(&key).await?;
+        if record.is_some() {
+            // Failures on record: one check at a time, each seeing the
+            // failures before it. Let go first (two waiting for more while
+            // holding one could wait for each other), then read afresh.
+            drop(turn);
+            let all = self.settings.free_failures.max(1);
+            let Some(alone) = take_turn(slots, all, waiting_since).await else {
+                return Ok(Err(Refusal::Busy));
+            };
+            turn = alone;
+            record = self.store.failed_logins(&key).await?;
         }
+        if let Some(wait) = self
+            .settings
+            .backing_off(record.as_ref(), OffsetDateTime::now_utc())
+        {
+            return Ok(Err(Refusal::BackingOff(wait)));
+        }
+        Ok(Ok(Attempt {
+            username: Some((key, record.is_some())),
+            address,
+            _turn: Some(turn),
+        }))
     }
 
-    /// Records how an admitted attempt ended. A failure to record it is
-    /// logged: the attempt then stays counted, which errs on the safe side.
+    /// Records how an admitted attempt ended, then lets the next attempt on
+    /// its name go. A failure to record it is logged.
     pub async fn settle(&self, attempt: Attempt, outcome: Settlement) {
-        if outcome == Settlement::Failed {
-            return;
-        }
-        if let Some(address) = attempt.address {
-            self.update_address(address, |record| (self.settings.take_back(record), ()));
-        }
-        let Some(key) = attempt.username else {
+        let Some((key, had_failures)) = &attempt.username else {
             return;
         };
-        let settled = self
-            .store
-            .update_failed_logins(&key, &mut |record| match outcome {
-                Settlement::Succeeded => (None, ()),
-                _ => (self.settings.take_back(record), ()),
-            })
-            .await;
-        if let Err(err) = settled {
+        let now = OffsetDateTime::now_utc();
+        let recorded = match outcome {
+            Settlement::NotTried => Ok(()),
+            Settlement::Succeeded if !had_failures => Ok(()),
+            Settlement::Succeeded => self.store.update_failed_logins(key, |_| (None, ())).await,
+            Settlement::Failed => {
+                if let Some(address) = attempt.address {
+                    let mut table = self.lock_addresses();
+                    let record = self.settings.failed(table.get(&address).copied(), now);
+                    table.insert(address, record);
+                }
+                self.store
+                    .update_failed_logins(key, |record| {
+                        (Some(self.settings.failed(record, now)), ())
+                    })
+                    .await
+            }
+        };
+        if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record the end of a login attempt");
         }
     }
 
     /// How many addresses are remembered now.
     pub fn addresses_held(&self) -> usize {
-        self.addresses.lock().map_or(0, |table| table.len())
+        self.lock_addresses().len()
     }
 
-    /// Reads the record of `address` and replaces it with what `update`
-    /// makes of it (`None` forgets it), under the table's lock.
-    fn update_address<T>(
+    fn lock_addresses(
         &self,
-        address: IpAddr,
-        update: impl FnOnce(Option<FailedLogins>) -> (Option<FailedLogins>, T),
-    ) -> T {
-        let mut table = self
-            .addresses
+    ) -> std::sync::MutexGuard<'_, quick_cache::unsync::Cache<IpAddr, FailedLogins>> {
+        self.addresses
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (record, answer) = update(table.get(&address).copied());
-        match record {
-            Some(record) => table.insert(address, record),
-            None => {
-                table.remove(&address);
-            }
-        }
-        answer
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// `permits` of `slots`, waiting at most what is left of [`MAX_TURN_WAIT`]
+/// since `since`. The semaphore serves waiters in order, so a check waiting
+/// for all of them is not starved by checks that take one.
+async fn take_turn(
+    slots: &Arc<Semaphore>,
+    permits: u32,
+    since: tokio::time::Instant,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::time::timeout_at(
+        since + MAX_TURN_WAIT,
+        slots.clone().acquire_many_owned(permits),
+    )
+    .await
+    .ok()?
+    .ok()
 }
 
 /// The key an address is counted under: an IPv4 address (IPv4-mapped IPv6
@@ -324,13 +346,6 @@ mod tests {
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + seconds).unwrap()
     }
 
-    fn counted(admission: Admission) -> FailedLogins {
-        match admission {
-            Admission::Counted(record) => record,
-            Admission::Refused(wait) => panic!("refused for {wait:?}"),
-        }
-    }
-
     #[test]
     fn backoffs_start_after_the_free_failures_and_double_up_to_the_cap() {
         let settings = ThrottleSettings::default();
@@ -354,21 +369,23 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_during_a_backoff_is_refused_and_counts_nothing() {
+    fn the_fifth_failure_starts_a_backoff_and_each_further_one_doubles_it() {
         let settings = ThrottleSettings::default();
         let mut record = None;
         for n in 0..5 {
-            record = Some(counted(settings.admit(record, at(n))));
+            assert_eq!(settings.backing_off(record.as_ref(), at(n)), None);
+            record = Some(settings.failed(record, at(n)));
         }
         let fifth = record.unwrap();
         assert_eq!(fifth.failures, 5);
         // The fifth failure at second 4 blocks until second 4 + 1 + 1.
         assert_eq!(fifth.blocked_until, Some(at(6)));
         assert_eq!(
-            settings.admit(record, at(5)),
-            Admission::Refused(Duration::from_secs(1))
+            settings.backing_off(record.as_ref(), at(5)),
+            Some(Duration::from_secs(1))
         );
-        let sixth = counted(settings.admit(record, at(6)));
+        assert_eq!(settings.backing_off(record.as_ref(), at(6)), None);
+        let sixth = settings.failed(record, at(6));
         assert_eq!(sixth.failures, 6);
         assert_eq!(sixth.blocked_until, Some(at(6 + 2 + 1)));
     }
@@ -381,28 +398,9 @@ mod tests {
             last_failed_at: at(0),
             blocked_until: None,
         };
-        let hour = settings.memory().as_secs() as i64;
-        assert_eq!(counted(settings.admit(Some(old), at(hour - 1))).failures, 5);
-        assert_eq!(counted(settings.admit(Some(old), at(hour + 1))).failures, 1);
-    }
-
-    #[test]
-    fn taking_an_attempt_back_restores_the_backoff_before_it() {
-        let settings = ThrottleSettings::default();
-        let sixth = FailedLogins {
-            failures: 6,
-            last_failed_at: at(0),
-            blocked_until: Some(at(3)),
-        };
-        let back = settings.take_back(Some(sixth)).unwrap();
-        assert_eq!((back.failures, back.blocked_until), (5, Some(at(2))));
-        let back = settings.take_back(Some(back)).unwrap();
-        assert_eq!((back.failures, back.blocked_until), (4, None));
-        let first = FailedLogins {
-            failures: 1,
-            ..back
-        };
-        assert_eq!(settings.take_back(Some(first)), None);
+        let hour = i64::try_from(settings.memory().as_secs()).unwrap();
+        assert_eq!(settings.failed(Some(old), at(hour - 1)).failures, 5);
+        assert_eq!(settings.failed(Some(old), at(hour + 1)).failures, 1);
     }
 
     #[test]
@@ -429,7 +427,9 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         for n in 0..1_000_000u32 {
             let address = IpAddr::from(n.to_be_bytes());
-            throttle.update_address(address, |record| settings.count(record, now));
+            let mut table = throttle.lock_addresses();
+            let record = settings.failed(table.get(&address).copied(), now);
+            table.insert(address, record);
         }
         assert!(
             throttle.addresses_held() <= 10_000,

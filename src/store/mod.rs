@@ -408,6 +408,14 @@ impl Store {
         }
     }
 
+    /// The failed-Login count of `key` (a canonical username), if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn failed_logins(&self, key: &str) -> Result<Option<FailedLogins>, StoreError> {
+        on_backend!(self, store => store.failed_logins(key).await)
+    }
+
     /// Reads the failed-Login count of `key` (a canonical username) and
     /// replaces it with what `update` makes of it (`None` deletes it), as
     /// one transaction: concurrent updates of one key, from any process on

@@ -149,10 +149,10 @@ async fn off_throttles_nothing(backend: Backend) {
     login(&mut client, "alice", PASSWORD).await.unwrap();
 }
 
-/// Concurrent guesses at one name are counted one after another in the
-/// store: no more than the free five get a password check, however many
-/// arrive at once. (Per username only, so the address's count, kept in
-/// memory, does not stop them first.)
+/// Concurrent guesses at one name take turns, each seeing the failures
+/// before it: no more than the free five get a password check, however
+/// many arrive at once. (Per username only, so the address's count does
+/// not stop them first.)
 async fn concurrent_guesses_get_no_more_than_five_checks(backend: Backend) {
     let world = World::with(backend, |settings| {
         settings.login_throttle.mode = ThrottleMode::Username;
@@ -176,6 +176,22 @@ async fn concurrent_guesses_get_no_more_than_five_checks(backend: Backend) {
         .filter(|a| matches!(a, Err(s) if s.code() == Code::ResourceExhausted))
         .count();
     assert_eq!((checked, refused), (5, 55), "{answers:?}");
+}
+
+/// Only failures count: many Logins of one user at once, all with the
+/// right password, are all served (from one address too).
+async fn concurrent_successes_are_never_throttled(backend: Backend) {
+    let world = World::new(backend).await;
+    world.add_user("alice", PASSWORD, &[]).await;
+    let client = world.app.client_from("127.0.0.2").await;
+
+    let logins = (0..12).map(|_| {
+        let mut client = client.clone();
+        async move { login(&mut client, "alice", PASSWORD).await }
+    });
+    let answers = futures_util::future::join_all(logins).await;
+
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
 }
 
 /// On one database, every instance sees the same count for a name.
@@ -207,5 +223,6 @@ on_both_backends!(
     username_mode_leaves_addresses_alone,
     off_throttles_nothing,
     concurrent_guesses_get_no_more_than_five_checks,
+    concurrent_successes_are_never_throttled,
     instances_share_the_count_of_a_name,
 );

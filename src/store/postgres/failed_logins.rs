@@ -11,6 +11,23 @@ use crate::store::{FailedLogins, StoreError};
 const FAILED_LOGINS_LOCK_CLASS: i32 = 0x0061_666c;
 
 impl PgStore {
+    pub(in crate::store) async fn failed_logins(
+        &self,
+        key: &str,
+    ) -> Result<Option<FailedLogins>, StoreError> {
+        let row: Option<(i32, OffsetDateTime, Option<OffsetDateTime>)> = self
+            .bounded(
+                sqlx::query_as(
+                    "select failures, last_failed_at, blocked_until from failed_logins \
+                     where username_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(record))
+    }
+
     pub(in crate::store) async fn update_failed_logins<T: Send>(
         &self,
         key: &str,
@@ -32,11 +49,7 @@ impl PgStore {
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
-            let old = row.map(|(failures, last_failed_at, blocked_until)| FailedLogins {
-                failures: u32::try_from(failures).unwrap_or(0),
-                last_failed_at,
-                blocked_until,
-            });
+            let old = row.map(record);
             let (new, answer) = update(old);
             match new {
                 _ if new == old => return Ok(answer),
@@ -84,5 +97,15 @@ impl PgStore {
             )
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+fn record(
+    (failures, last_failed_at, blocked_until): (i32, OffsetDateTime, Option<OffsetDateTime>),
+) -> FailedLogins {
+    FailedLogins {
+        failures: u32::try_from(failures).unwrap_or(0),
+        last_failed_at,
+        blocked_until,
     }
 }

@@ -7,6 +7,23 @@ use super::{SqliteStore, from_unix, to_unix};
 use crate::store::{FailedLogins, StoreError};
 
 impl SqliteStore {
+    pub(in crate::store) async fn failed_logins(
+        &self,
+        key: &str,
+    ) -> Result<Option<FailedLogins>, StoreError> {
+        let row: Option<(i64, i64, Option<i64>)> = self
+            .bounded(
+                sqlx::query_as(
+                    "select failures, last_failed_at, blocked_until from failed_logins \
+                     where username_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(record).transpose().map_err(StoreError::Query)
+    }
+
     pub(in crate::store) async fn update_failed_logins<T: Send>(
         &self,
         key: &str,
@@ -24,14 +41,7 @@ impl SqliteStore {
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
-            let old = match row {
-                Some((failures, last_failed_at, blocked_until)) => Some(FailedLogins {
-                    failures: u32::try_from(failures).unwrap_or(0),
-                    last_failed_at: from_unix(last_failed_at)?,
-                    blocked_until: blocked_until.map(from_unix).transpose()?,
-                }),
-                None => None,
-            };
+            let old = row.map(record).transpose()?;
             let (new, answer) = update(old);
             match new {
                 _ if new == old => return Ok(answer),
@@ -81,4 +91,14 @@ impl SqliteStore {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+fn record(
+    (failures, last_failed_at, blocked_until): (i64, i64, Option<i64>),
+) -> Result<FailedLogins, sqlx::Error> {
+    Ok(FailedLogins {
+        failures: u32::try_from(failures).unwrap_or(0),
+        last_failed_at: from_unix(last_failed_at)?,
+        blocked_until: blocked_until.map(from_unix).transpose()?,
+    })
 }
