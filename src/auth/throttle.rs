@@ -165,8 +165,8 @@ pub struct LoginThrottle {
     hasher: RandomState,
 }
 
-/// An attempt admitted by [`LoginThrottle::admit`], to be settled. While
-/// it lives, no other attempt on its name runs in this process.
+/// An attempt admitted by [`LoginThrottle::admit`], to be settled. It holds
+/// its name's turn (one of five, or all of them) until it is settled.
 #[derive(Debug)]
 #[must_use = "an attempt is settled once its outcome is known"]
 pub struct Attempt {
