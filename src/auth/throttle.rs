@@ -272,7 +272,7 @@ impl LoginThrottle {
         let recorded = match outcome {
             Settlement::NotTried => Ok(()),
             Settlement::Succeeded if !had_failures => Ok(()),
-            Settlement::Succeeded => self.store.update_failed_logins(key, |_| (None, ())).await,
+            Settlement::Succeeded => self.store.update_failed_logins(key, |_| None).await,
             Settlement::Failed => {
                 if let Some(address) = attempt.address {
                     let mut table = self.lock_addresses();
@@ -280,9 +280,7 @@ impl LoginThrottle {
                     table.insert(address, record);
                 }
                 self.store
-                    .update_failed_logins(key, |record| {
-                        (Some(self.settings.failed(record, now)), ())
-                    })
+                    .update_failed_logins(key, |record| Some(self.settings.failed(record, now)))
                     .await
             }
         };
@@ -292,7 +290,8 @@ impl LoginThrottle {
     }
 
     /// How many addresses are remembered now.
-    pub fn addresses_held(&self) -> usize {
+    #[cfg(test)]
+    fn addresses_held(&self) -> usize {
         self.lock_addresses().len()
     }
 

@@ -416,18 +416,18 @@ impl Store {
         on_backend!(self, store => store.failed_logins(key).await)
     }
 
-    /// Reads the failed-Login count of `key` (a canonical username) and
-    /// replaces it with what `update` makes of it (`None` deletes it), as
-    /// one transaction: concurrent updates of one key, from any process on
-    /// the database, run one after another. Returns `update`'s answer.
+    /// Replaces the failed-Login count of `key` (a canonical username) with
+    /// what `update` makes of the current one (`None` deletes it), as one
+    /// transaction: concurrent updates of one key, from any process on the
+    /// database, run one after another.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails; nothing is then changed.
-    pub async fn update_failed_logins<T: Send>(
+    pub async fn update_failed_logins(
         &self,
         key: &str,
-        update: impl FnOnce(Option<FailedLogins>) -> (Option<FailedLogins>, T) + Send,
-    ) -> Result<T, StoreError> {
+        update: impl FnOnce(Option<FailedLogins>) -> Option<FailedLogins> + Send,
+    ) -> Result<(), StoreError> {
         on_backend!(self, store => store.update_failed_logins(key, update).await)
     }
 

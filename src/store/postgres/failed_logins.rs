@@ -10,6 +10,10 @@ use crate::store::{FailedLogins, StoreError};
 /// username's count ("afl"); the second is the hash of the username key.
 const FAILED_LOGINS_LOCK_CLASS: i32 = 0x0061_666c;
 
+/// One key's count, as both the plain read and the transaction read it.
+const SELECT_FAILED_LOGINS: &str =
+    "select failures, last_failed_at, blocked_until from failed_logins where username_key = $1";
+
 impl PgStore {
     pub(in crate::store) async fn failed_logins(
         &self,
@@ -17,22 +21,19 @@ impl PgStore {
     ) -> Result<Option<FailedLogins>, StoreError> {
         let row: Option<(i32, OffsetDateTime, Option<OffsetDateTime>)> = self
             .bounded(
-                sqlx::query_as(
-                    "select failures, last_failed_at, blocked_until from failed_logins \
-                     where username_key = $1",
-                )
-                .bind(key)
-                .fetch_optional(&self.pool),
+                sqlx::query_as(SELECT_FAILED_LOGINS)
+                    .bind(key)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         Ok(row.map(record))
     }
 
-    pub(in crate::store) async fn update_failed_logins<T: Send>(
+    pub(in crate::store) async fn update_failed_logins(
         &self,
         key: &str,
-        update: impl FnOnce(Option<FailedLogins>) -> (Option<FailedLogins>, T) + Send,
-    ) -> Result<T, StoreError> {
+        update: impl FnOnce(Option<FailedLogins>) -> Option<FailedLogins> + Send,
+    ) -> Result<(), StoreError> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
             // The row may not exist yet, so lock the key rather than the row:
@@ -42,17 +43,15 @@ impl PgStore {
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
-            let row: Option<(i32, OffsetDateTime, Option<OffsetDateTime>)> = sqlx::query_as(
-                "select failures, last_failed_at, blocked_until from failed_logins \
-                 where username_key = $1",
-            )
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row: Option<(i32, OffsetDateTime, Option<OffsetDateTime>)> =
+                sqlx::query_as(SELECT_FAILED_LOGINS)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let old = row.map(record);
-            let (new, answer) = update(old);
+            let new = update(old);
             match new {
-                _ if new == old => return Ok(answer),
+                _ if new == old => return Ok(()),
                 Some(record) => {
                     sqlx::query(
                         "insert into failed_logins \
@@ -77,7 +76,7 @@ impl PgStore {
                 }
             }
             tx.commit().await?;
-            Ok(answer)
+            Ok(())
         })
         .await
     }

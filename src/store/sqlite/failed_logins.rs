@@ -6,6 +6,10 @@ use time::OffsetDateTime;
 use super::{SqliteStore, from_unix, to_unix};
 use crate::store::{FailedLogins, StoreError};
 
+/// One key's count, as both the plain read and the transaction read it.
+const SELECT_FAILED_LOGINS: &str =
+    "select failures, last_failed_at, blocked_until from failed_logins where username_key = $1";
+
 impl SqliteStore {
     pub(in crate::store) async fn failed_logins(
         &self,
@@ -13,38 +17,32 @@ impl SqliteStore {
     ) -> Result<Option<FailedLogins>, StoreError> {
         let row: Option<(i64, i64, Option<i64>)> = self
             .bounded(
-                sqlx::query_as(
-                    "select failures, last_failed_at, blocked_until from failed_logins \
-                     where username_key = $1",
-                )
-                .bind(key)
-                .fetch_optional(&self.pool),
+                sqlx::query_as(SELECT_FAILED_LOGINS)
+                    .bind(key)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         row.map(record).transpose().map_err(StoreError::Query)
     }
 
-    pub(in crate::store) async fn update_failed_logins<T: Send>(
+    pub(in crate::store) async fn update_failed_logins(
         &self,
         key: &str,
-        update: impl FnOnce(Option<FailedLogins>) -> (Option<FailedLogins>, T) + Send,
-    ) -> Result<T, StoreError> {
+        update: impl FnOnce(Option<FailedLogins>) -> Option<FailedLogins> + Send,
+    ) -> Result<(), StoreError> {
         self.bounded(async {
             // IMMEDIATE: the write lock is taken before the read, so
             // concurrent attempts on one name, from any process, are counted
             // one after another.
             let mut tx = self.pool.begin_with("begin immediate").await?;
-            let row: Option<(i64, i64, Option<i64>)> = sqlx::query_as(
-                "select failures, last_failed_at, blocked_until from failed_logins \
-                 where username_key = $1",
-            )
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row: Option<(i64, i64, Option<i64>)> = sqlx::query_as(SELECT_FAILED_LOGINS)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
             let old = row.map(record).transpose()?;
-            let (new, answer) = update(old);
+            let new = update(old);
             match new {
-                _ if new == old => return Ok(answer),
+                _ if new == old => return Ok(()),
                 Some(record) => {
                     sqlx::query(
                         "insert into failed_logins \
@@ -69,7 +67,7 @@ impl SqliteStore {
                 }
             }
             tx.commit().await?;
-            Ok(answer)
+            Ok(())
         })
         .await
     }
