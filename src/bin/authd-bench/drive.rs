@@ -32,12 +32,16 @@ pub enum Outcome {
     Exhausted,
 }
 
-/// What a load run measured.
+/// What a load run measured. Latencies are of every answer; the rate
+/// counts the served calls answered within the run's window, over the
+/// window: answers that trickle in after the load stopped would otherwise
+/// be divided by time in which nothing more was offered.
 #[derive(Clone)]
 pub struct Measured {
     pub served: Histogram<u64>,
     pub shed: Histogram<u64>,
-    pub elapsed: Duration,
+    served_in_window: u64,
+    pub window: Duration,
     pub wrong: Vec<String>,
 }
 
@@ -49,22 +53,26 @@ impl Measured {
 
     /// Records one lag as a served call.
     pub fn record_lag(&mut self, lag: Duration) {
-        self.record(&Ok(Outcome::Served), lag);
+        self.record(&Ok(Outcome::Served), lag, true);
     }
 
     fn new() -> Self {
         Self {
             served: latency_histogram(),
             shed: latency_histogram(),
-            elapsed: Duration::ZERO,
+            served_in_window: 0,
+            window: Duration::ZERO,
             wrong: Vec::new(),
         }
     }
 
-    fn record(&mut self, outcome: &Result<Outcome, String>, took: Duration) {
+    fn record(&mut self, outcome: &Result<Outcome, String>, took: Duration, in_window: bool) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         match outcome {
-            Ok(Outcome::Served) => self.served.saturating_record(micros),
+            Ok(Outcome::Served) => {
+                self.served.saturating_record(micros);
+                self.served_in_window += u64::from(in_window);
+            }
             Ok(Outcome::Shed) => self.shed.saturating_record(micros),
             Ok(Outcome::Exhausted) => {}
             Err(wrong) => {
@@ -78,12 +86,13 @@ impl Measured {
     fn merge(&mut self, other: &Self) {
         let _ = self.served.add(&other.served);
         let _ = self.shed.add(&other.shed);
+        self.served_in_window += other.served_in_window;
         self.wrong.extend(other.wrong.iter().cloned());
     }
 
     /// Served calls per second.
     pub fn rate(&self) -> f64 {
-        self.served.len() as f64 / self.elapsed.as_secs_f64()
+        self.served_in_window as f64 / self.window.as_secs_f64()
     }
 }
 
@@ -106,22 +115,30 @@ pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Meas
             while Instant::now() < end {
                 let sent = Instant::now();
                 let outcome = call(worker, iteration).await;
-                measured.record(&outcome, sent.elapsed());
+                measured.record(&outcome, sent.elapsed(), Instant::now() <= end);
                 iteration += 1;
                 if matches!(outcome, Ok(Outcome::Exhausted)) {
-                    break;
+                    return (measured, true);
                 }
             }
-            measured
+            (measured, false)
         });
     }
     let mut total = Measured::new();
+    let mut ran_out = false;
     while let Some(done) = tasks.join_next().await {
-        if let Ok(measured) = done {
+        if let Ok((measured, exhausted)) = done {
             total.merge(&measured);
+            ran_out |= exhausted;
         }
     }
-    total.elapsed = start.elapsed();
+    // A pool that ran out ended the load early: the rate is over the time
+    // there was load.
+    total.window = if ran_out {
+        start.elapsed().min(duration)
+    } else {
+        duration
+    };
     total
 }
 
@@ -149,8 +166,9 @@ pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
                 let worker = usize::try_from(iteration).unwrap_or(0);
                 let outcome = call(worker, iteration).await;
                 let took = begun.elapsed();
+                let in_window = start.elapsed() <= duration;
                 if let Ok(mut m) = measured.lock() {
-                    m.record(&outcome, took);
+                    m.record(&outcome, took, in_window);
                 }
             });
             sent += 1;
@@ -161,6 +179,6 @@ pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
         .lock()
         .map(|m| m.clone())
         .unwrap_or_else(|_| Measured::new());
-    total.elapsed = start.elapsed();
+    total.window = duration;
     total
 }
