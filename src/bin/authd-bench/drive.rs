@@ -150,7 +150,11 @@ pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut sent: u64 = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    // Wake once per call at low rates, once a millisecond (sending what is
+    // due) at high ones: a generator waking a thousand times a second to
+    // send a few hundred Logins takes CPU the server could use.
+    let gap = Duration::from_secs_f64(1.0 / rate.max(1.0)).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(gap);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while start.elapsed() < duration {
         tick.tick().await;

@@ -379,6 +379,19 @@ async fn run_backend(
     second.stop().await?;
     server.stop().await?;
     let mut out = table(backend, &rows, peak);
+    // A wrong answer fails the run; so does a health or ValidateToken
+    // scenario with no answer at all within its window (a stalled
+    // connection would otherwise read as a rate of 0).
+    let wrong = rows.iter().any(|r| !r.measured.wrong.is_empty());
+    let silent: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.scenario.contains("health") || r.scenario.contains("validate"))
+        .filter(|r| r.measured.rate() == 0.0)
+        .map(|r| r.scenario)
+        .collect();
+    if wrong || !silent.is_empty() {
+        bail!("{out}\nwrong answers, or no answers within the window from: {silent:?}");
+    }
     if args.million {
         out.push_str(&million(args, target, backend, user, &minter).await?);
     }
