@@ -90,6 +90,13 @@ impl Measured {
         self.wrong.extend(other.wrong.iter().cloned());
     }
 
+    /// Adds a later measurement of the same load: its answers and its
+    /// window.
+    fn absorb(&mut self, other: &Self) {
+        self.merge(other);
+        self.window += other.window;
+    }
+
     /// Served calls per second.
     pub fn rate(&self) -> f64 {
         self.served_in_window as f64 / self.window.as_secs_f64()
@@ -140,6 +147,26 @@ pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Meas
         duration
     };
     total
+}
+
+/// Two closed loops taking turns, `rounds` turns each and `duration` in
+/// all for each: a change in what else the machine is doing during the
+/// run falls on both alike, so their ratio is steadier than that of two
+/// runs one after the other.
+pub async fn alternating(
+    workers: usize,
+    duration: Duration,
+    rounds: u32,
+    first: Call,
+    second: Call,
+) -> (Measured, Measured) {
+    let turn = duration / rounds.max(1);
+    let (mut a, mut b) = (Measured::new(), Measured::new());
+    for _ in 0..rounds.max(1) {
+        a.absorb(&closed_loop(workers, turn, first.clone()).await);
+        b.absorb(&closed_loop(workers, turn, second.clone()).await);
+    }
+    (a, b)
 }
 
 /// Calls sent at `rate` per second for `duration`, each on a task of its
