@@ -342,8 +342,8 @@ async fn run_backend(
     });
     // The same isolation at the load of "validate-hot at half load": the
     // latency a service sees during a login flood when authd is not
-    // saturated (at saturation the closed loop's p99 is mostly its own
-    // queue: calls in flight over what CPU the flood leaves).
+    // saturated (a saturated closed loop's latency includes its own queue:
+    // calls in flight over what CPU the flood leaves).
     let (half_validate, half_login) = tokio::join!(
         open_loop(
             hot_rate / 2.0,
