@@ -269,14 +269,15 @@ impl Passwords {
                 tracing::error!("a stored password hash is not a PHC string; refused");
                 return PasswordCheck::Fails;
             };
-            let cost = match sane_cost(&parsed) {
-                Ok(cost) => cost,
+            let params = match sane_params(&parsed) {
+                Ok(params) => params,
                 Err(problem) => {
                     tracing::error!(problem, "a stored password hash is refused");
                     return PasswordCheck::Fails;
                 }
             };
-            match verify_in(scratch, password.expose(), &parsed) {
+            let cost = HashCost::of(&params);
+            match verify_in(scratch, password.expose(), &parsed, params) {
                 Ok(true) if known => PasswordCheck::Matches {
                     rehash: cost != current,
                 },
@@ -321,29 +322,30 @@ impl Passwords {
     }
 }
 
-/// Whether `password` hashes to the stored argon2id hash `parsed` (whose
-/// cost has been checked), computed in the thread's kept memory; the
+/// Whether `password` hashes to the stored argon2id hash `parsed`, of the
+/// checked parameters `params`, computed in the thread's kept memory; the
 /// outputs are compared in constant time.
 fn verify_in(
     scratch: &mut Scratch,
     password: &[u8],
     parsed: &PasswordHash,
+    params: Params,
 ) -> Result<bool, &'static str> {
     let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
         return Err("no salt or no hash");
     };
-    let params = Params::try_from(parsed).map_err(|_| "unreadable argon2 parameters")?;
     let version = parsed
         .version
         .map_or(Ok(Version::default()), Version::try_from)
         .map_err(|_| "unknown argon2 version")?;
-    let argon2 = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(Algorithm::Argon2id, version, params);
     let mut computed = [0u8; argon2::password_hash::phc::Output::MAX_LENGTH];
     let computed = computed
         .get_mut(..expected.len())
         .ok_or("hash output too long")?;
     scratch
-        .with_blocks(params.block_count(), |blocks| {
+        .with_blocks(blocks, |blocks| {
             argon2.hash_password_into_with_memory(password, salt.as_ref(), computed, blocks)
         })
         .ok_or("out of memory")?
@@ -354,17 +356,16 @@ fn verify_in(
     Ok(computed == *expected)
 }
 
-/// The cost of a stored hash, if it is an argon2id hash of sane cost.
-fn sane_cost(parsed: &PasswordHash) -> Result<HashCost, &'static str> {
+/// The parameters of a stored hash, if it is an argon2id hash of sane cost.
+fn sane_params(parsed: &PasswordHash) -> Result<Params, &'static str> {
     if parsed.algorithm != ARGON2ID_IDENT {
         return Err("not argon2id");
     }
     let params = Params::try_from(parsed).map_err(|_| "unreadable argon2 parameters")?;
-    let cost = HashCost::of(&params);
-    if !cost.is_sane() {
+    if !HashCost::of(&params).is_sane() {
         return Err("argon2 parameters out of bounds");
     }
-    Ok(cost)
+    Ok(params)
 }
 
 #[cfg(test)]
