@@ -9,7 +9,11 @@ mod throttle;
 mod token_cache;
 mod tokens;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -151,6 +155,7 @@ impl Authenticator {
         password: &Password,
         client: Option<IpAddr>,
     ) -> Result<Session, AuthError> {
+        let arrived = Instant::now();
         let attempt = match self.throttle.admit(username, client).await? {
             Ok(attempt) => attempt,
             Err(Refusal::BackingOff(wait)) => {
@@ -159,7 +164,7 @@ impl Authenticator {
             }
             Err(Refusal::Busy) => return Err(AuthError::Overloaded),
         };
-        let outcome = self.check_password(username, password).await;
+        let outcome = self.check_password(username, password, arrived).await;
         let settlement = match &outcome {
             Ok(_) => Settlement::Succeeded,
             Err(AuthError::InvalidCredentials) => Settlement::Failed,
@@ -172,16 +177,19 @@ impl Authenticator {
 
     /// The user named `username`, when it exists, is enabled and
     /// `password` is its password; and whether its hash wants renewing.
+    /// Refused as overload when the check cannot start within about a
+    /// second of the Login's `arrived`.
     async fn check_password(
         &self,
         username: &Username,
         password: &Password,
+        arrived: Instant,
     ) -> Result<(UserRecord, bool), AuthError> {
         let user = self.store.find_user_by_name(username).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
         let check = self
             .passwords
-            .verify(password, stored_hash)
+            .verify(password, stored_hash, arrived)
             .await
             .map_err(|err| {
                 if err.is::<Overloaded>() {

@@ -2,7 +2,8 @@
 //! login flood can neither starve other requests nor exhaust memory: a
 //! fixed set of threads (one per core) runs the hashes, behind a queue that
 //! holds about a second of work. A check that finds the queue full, or that
-//! waited in it longer than a second, is refused at once ([`Overloaded`]).
+//! no thread took within a second of its caller's arrival (a Login's wait
+//! for its turn and for the database count), is refused ([`Overloaded`]).
 
 use std::{
     sync::{Arc, Mutex, PoisonError, mpsc},
@@ -95,7 +96,8 @@ pub enum PasswordCheck {
 /// requests, so a login flood slows Logins more than ValidateToken.
 const HASH_THREAD_NICE: i32 = 10;
 
-/// The longest a password check waits for a hashing thread.
+/// The longest a password check waits for a hashing thread, counted from
+/// when its caller began to wait (a Login's arrival, for a check).
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// More password checks are waiting than the threads can run within about
@@ -238,7 +240,7 @@ impl Passwords {
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let password = password.clone();
         let argon2 = self.argon2.clone();
-        self.run_blocking(move |_| {
+        self.run_blocking(Instant::now(), move |_| {
             argon2
                 .hash_password(password.expose())
                 .map(|hash| hash.to_string())
@@ -253,18 +255,24 @@ impl Passwords {
     /// that is not argon2id, or whose cost is out of bounds, is refused
     /// without running it.
     ///
+    /// `waiting_since` is when the caller began to wait: a Login's arrival,
+    /// so that its wait for its turn and for the database count too, and
+    /// no Login is answered after queueing for more than about a second.
+    ///
     /// # Errors
-    /// [`Overloaded`] when too many checks are waiting.
+    /// [`Overloaded`] when too many checks are waiting, or no hashing
+    /// thread took this one within a second of `waiting_since`.
     pub async fn verify(
         &self,
         password: &Password,
         stored: Option<&str>,
+        waiting_since: Instant,
     ) -> anyhow::Result<PasswordCheck> {
         let password = password.clone();
         let current = self.cost;
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
-        self.run_blocking(move |scratch| {
+        self.run_blocking(waiting_since, move |scratch| {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 tracing::error!("a stored password hash is not a PHC string; refused");
                 return PasswordCheck::Fails;
@@ -292,17 +300,18 @@ impl Passwords {
     }
 
     /// Runs `work` on a hashing thread. Refused with [`Overloaded`] when
-    /// the queue is full, or when the work waited over a second for a
-    /// thread (its caller would rather hear no at once than late).
+    /// the queue is full, or when no thread took the work within a second
+    /// of `waiting_since` (its caller would rather hear no at once than
+    /// late).
     async fn run_blocking<T: Send + 'static>(
         &self,
+        waiting_since: Instant,
         work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        let queued = Instant::now();
         let job: Job = Box::new(move |scratch| {
-            if queued.elapsed() > MAX_QUEUE_WAIT {
+            if waiting_since.elapsed() > MAX_QUEUE_WAIT {
                 let _ = done.send(Err(Overloaded));
                 return;
             }
@@ -401,7 +410,11 @@ mod tests {
         let hash = passwords.hash(&password).await.unwrap();
         let checks = (0..2_000).map(|_| {
             let (passwords, password, hash) = (passwords.clone(), password.clone(), hash.clone());
-            tokio::spawn(async move { passwords.verify(&password, Some(&hash)).await })
+            tokio::spawn(async move {
+                passwords
+                    .verify(&password, Some(&hash), Instant::now())
+                    .await
+            })
         });
         let (mut matched, mut refused) = (0, 0);
         for check in checks.collect::<Vec<_>>() {
@@ -419,6 +432,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_whose_caller_waited_a_second_already_is_refused() {
+        let passwords = cheap();
+        let password = Password::parse("correct horse").unwrap();
+        let hash = passwords.hash(&password).await.unwrap();
+        let long_ago = Instant::now()
+            .checked_sub(MAX_QUEUE_WAIT + Duration::from_millis(1))
+            .unwrap();
+        let late = passwords.verify(&password, Some(&hash), long_ago).await;
+        assert!(late.is_err_and(|err| err.is::<Overloaded>()));
+        let just_in_time = Instant::now()
+            .checked_sub(MAX_QUEUE_WAIT - Duration::from_millis(500))
+            .unwrap();
+        assert_eq!(
+            passwords
+                .verify(&password, Some(&hash), just_in_time)
+                .await
+                .unwrap(),
+            PasswordCheck::Matches { rehash: false }
+        );
+    }
+
+    #[tokio::test]
     async fn hashes_verify_and_wrong_passwords_do_not() {
         let passwords = cheap();
         let right = Password::parse("correct horse").unwrap();
@@ -426,11 +461,17 @@ mod tests {
         let hash = passwords.hash(&right).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert_eq!(
-            passwords.verify(&right, Some(&hash)).await.unwrap(),
+            passwords
+                .verify(&right, Some(&hash), Instant::now())
+                .await
+                .unwrap(),
             PasswordCheck::Matches { rehash: false }
         );
         assert_eq!(
-            passwords.verify(&wrong, Some(&hash)).await.unwrap(),
+            passwords
+                .verify(&wrong, Some(&hash), Instant::now())
+                .await
+                .unwrap(),
             PasswordCheck::Fails
         );
     }
@@ -440,12 +481,15 @@ mod tests {
         let passwords = cheap();
         let password = Password::parse("anything").unwrap();
         assert_eq!(
-            passwords.verify(&password, None).await.unwrap(),
+            passwords
+                .verify(&password, None, Instant::now())
+                .await
+                .unwrap(),
             PasswordCheck::Fails
         );
         assert_eq!(
             passwords
-                .verify(&password, Some("not a phc string"))
+                .verify(&password, Some("not a phc string"), Instant::now())
                 .await
                 .unwrap(),
             PasswordCheck::Fails
@@ -467,7 +511,9 @@ mod tests {
         let password = Password::parse("correct horse").unwrap();
         let hash = old.hash(&password).await.unwrap();
         assert_eq!(
-            new.verify(&password, Some(&hash)).await.unwrap(),
+            new.verify(&password, Some(&hash), Instant::now())
+                .await
+                .unwrap(),
             PasswordCheck::Matches { rehash: true }
         );
     }
@@ -482,7 +528,10 @@ mod tests {
         let argon2i = hash.replace("$argon2id$", "$argon2i$");
         for stored in [greedy, argon2i] {
             assert_eq!(
-                passwords.verify(&password, Some(&stored)).await.unwrap(),
+                passwords
+                    .verify(&password, Some(&stored), Instant::now())
+                    .await
+                    .unwrap(),
                 PasswordCheck::Fails,
                 "{stored}"
             );
@@ -528,7 +577,10 @@ mod tests {
             for (password, matches) in [(&right, true), (&wrong, false)] {
                 let oracle = Argon2::default().verify_password(password.expose(), &parsed);
                 assert_eq!(oracle.is_ok(), matches, "{hash}");
-                let ours = one_thread.verify(password, Some(hash)).await.unwrap();
+                let ours = one_thread
+                    .verify(password, Some(hash), Instant::now())
+                    .await
+                    .unwrap();
                 assert_eq!(
                     matches!(ours, PasswordCheck::Matches { .. }),
                     matches,
