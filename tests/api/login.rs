@@ -1,6 +1,9 @@
+use std::time::Duration;
+
+use authd::grpc::pb::LoginRequest;
 use tonic::Code;
 
-use crate::helpers::{Backend, World, now, on_both_backends};
+use crate::helpers::{Backend, TestSql, World, now, on_both_backends};
 
 async fn good_credentials_get_a_bearer_token_that_validates(backend: Backend) {
     let mut world = World::new(backend).await;
@@ -127,3 +130,61 @@ on_both_backends!(
     empty_or_oversized_fields_are_invalid_arguments,
     unknown_user_wrong_password_and_disabled_user_look_the_same,
 );
+
+/// A Login whose password check could only start more than a second after
+/// it arrived (here: its first read, of the name's failed logins, waited on
+/// a lock) is refused as overload, not answered late.
+#[tokio::test]
+async fn a_login_that_waited_over_a_second_for_the_database_is_refused_as_overload() {
+    let mut world = World::new(Backend::Postgres).await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    let TestSql::Postgres(pool) = &world.sql else {
+        unreachable!("a PostgreSQL world");
+    };
+
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("lock table failed_logins in access exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let sent = tokio::time::Instant::now();
+    let mut client = world.app.client.clone();
+    let login = tokio::spawn(async move {
+        client
+            .login(LoginRequest {
+                username: "alice".to_owned(),
+                password: "correct horse battery".to_owned(),
+            })
+            .await
+    });
+
+    // Once the Login's read waits on the lock, and a second has passed
+    // since the Login was sent (well within the 3 s deadline of a database
+    // operation), let it go.
+    let blocked = "select count(*) from pg_stat_activity \
+                   where datname = current_database() and wait_event_type = 'Lock' \
+                   and query like '%from failed_logins where username_key = $1%'";
+    while sqlx::query_scalar::<_, i64>(blocked)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the Login never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep_until(sent + Duration::from_millis(1_200)).await;
+    lock.rollback().await.unwrap();
+
+    let refused = login.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Nothing else was wrong: the same Login now succeeds.
+    world
+        .app
+        .login("alice", "correct horse battery")
+        .await
+        .unwrap();
+}
