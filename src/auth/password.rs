@@ -381,31 +381,25 @@ fn sane_params(parsed: &PasswordHash) -> Result<Params, &'static str> {
 mod tests {
     use super::*;
 
+    /// Passwords of one lane, `memory_kib` and `iterations`, on `threads`.
+    fn of_cost(memory_kib: u32, iterations: u32, threads: usize) -> Passwords {
+        let cost = HashCost {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+        };
+        Passwords::new(cost, threads).unwrap()
+    }
+
     fn cheap() -> Passwords {
-        Passwords::new(
-            HashCost {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            2,
-        )
-        .unwrap()
+        of_cost(64, 1, 2)
     }
 
     #[tokio::test]
     async fn a_flood_of_checks_is_refused_at_once_beyond_the_queue() {
         // One thread, a hash of some milliseconds: the queue holds about a
         // second's worth, far fewer than the flood.
-        let passwords = Passwords::new(
-            HashCost {
-                memory_kib: 4096,
-                iterations: 2,
-                parallelism: 1,
-            },
-            1,
-        )
-        .unwrap();
+        let passwords = of_cost(4096, 2, 1);
         let password = Password::parse("correct horse").unwrap();
         let hash = passwords.hash(&password).await.unwrap();
         let checks = (0..2_000).map(|_| {
@@ -499,15 +493,7 @@ mod tests {
     #[tokio::test]
     async fn hashes_of_another_cost_verify_and_ask_for_a_rehash() {
         let old = cheap();
-        let new = Passwords::new(
-            HashCost {
-                memory_kib: 128,
-                iterations: 1,
-                parallelism: 1,
-            },
-            1,
-        )
-        .unwrap();
+        let new = of_cost(128, 1, 1);
         let password = Password::parse("correct horse").unwrap();
         let hash = old.hash(&password).await.unwrap();
         assert_eq!(
@@ -547,15 +533,7 @@ mod tests {
         use argon2::PasswordVerifier as _;
 
         let passwords = cheap();
-        let one_thread = Passwords::new(
-            HashCost {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            1,
-        )
-        .unwrap();
+        let one_thread = of_cost(64, 1, 1);
         let right = Password::parse("correct horse").unwrap();
         let wrong = Password::parse("correct horsf").unwrap();
         let other = |memory_kib, version, output_len| {
