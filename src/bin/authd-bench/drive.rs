@@ -46,17 +46,13 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// An empty measurement, for a scenario that records by hand.
-    pub fn default_for_lag() -> Self {
-        Self::new()
-    }
-
     /// Records one lag as a served call.
     pub fn record_lag(&mut self, lag: Duration) {
         self.record(&Ok(Outcome::Served), lag, true);
     }
 
-    fn new() -> Self {
+    /// An empty measurement.
+    pub fn new() -> Self {
         Self {
             served: latency_histogram(),
             shed: latency_histogram(),
@@ -66,7 +62,9 @@ impl Measured {
         }
     }
 
-    fn record(&mut self, outcome: &Result<Outcome, String>, took: Duration, in_window: bool) {
+    /// Records one answer, which took `took`; `in_window` if it came
+    /// within the load's window.
+    pub fn record(&mut self, outcome: &Result<Outcome, String>, took: Duration, in_window: bool) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         match outcome {
             Ok(Outcome::Served) => {
@@ -83,7 +81,8 @@ impl Measured {
         }
     }
 
-    fn merge(&mut self, other: &Self) {
+    /// Adds the answers of another part of the same load.
+    pub fn merge(&mut self, other: &Self) {
         let _ = self.served.add(&other.served);
         let _ = self.shed.add(&other.shed);
         self.served_in_window += other.served_in_window;
@@ -92,7 +91,7 @@ impl Measured {
 
     /// Adds a later measurement of the same load: its answers and its
     /// window.
-    fn absorb(&mut self, other: &Self) {
+    pub fn absorb(&mut self, other: &Self) {
         self.merge(other);
         self.window += other.window;
     }
@@ -147,26 +146,6 @@ pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Meas
         duration
     };
     total
-}
-
-/// Two closed loops taking turns, `rounds` turns each and `duration` in
-/// all for each: a change in what else the machine is doing during the
-/// run falls on both alike, so their ratio is steadier than that of two
-/// runs one after the other.
-pub async fn alternating(
-    workers: usize,
-    duration: Duration,
-    rounds: u32,
-    first: Call,
-    second: Call,
-) -> (Measured, Measured) {
-    let turn = duration / rounds.max(1);
-    let (mut a, mut b) = (Measured::new(), Measured::new());
-    for _ in 0..rounds.max(1) {
-        a.absorb(&closed_loop(workers, turn, first.clone()).await);
-        b.absorb(&closed_loop(workers, turn, second.clone()).await);
-    }
-    (a, b)
 }
 
 /// Calls sent at `rate` per second for `duration`, each on a task of its

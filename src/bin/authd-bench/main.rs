@@ -7,6 +7,7 @@
 //! `cargo build --release && cargo run --release --bin authd-bench -- --help`
 
 mod drive;
+mod hpack;
 mod lean;
 mod server;
 
@@ -30,9 +31,10 @@ use authd::{
         auth_service_client::AuthServiceClient,
     },
 };
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use drive::{Call, Measured, Outcome, alternating, closed_loop, open_loop};
-use lean::Lane;
+use drive::{Call, Measured, Outcome, closed_loop, open_loop};
+use lean::{Calls, Lanes, framed};
 use prost::Message as _;
 use secrecy::ExposeSecret as _;
 use server::{Server, Target};
@@ -287,7 +289,7 @@ async fn run_backend(
         channels.push(server.channel().await?);
     }
     let channels = Arc::new(channels);
-    let lanes = Arc::new(lanes(&server, args.connections).await?);
+    let mut lanes = Lanes::connect(server.addr, args.connections).await?;
     let workers = args.connections * args.in_flight;
     let duration = args.duration;
 
@@ -328,14 +330,16 @@ async fn run_backend(
     // health (the framework's ceiling on this machine, in this run) and
     // validate-hot take turns, so that what else the machine does while
     // they run weighs on both alike.
-    let (health, validate_hot) = alternating(
-        workers,
-        duration,
-        ROUNDS,
-        health_call(&lanes)?,
-        validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
-    )
-    .await;
+    let hot_requests = Arc::new(validate_requests(&hot)?);
+    let (health, validate_hot) = lanes
+        .alternating(
+            args.in_flight,
+            duration,
+            ROUNDS,
+            Arc::new(HealthCalls::new()?),
+            HotCalls::shared(&hot_requests, &revoked, workers),
+        )
+        .await;
     rows.push(Row {
         scenario: "health",
         measured: health,
@@ -347,12 +351,13 @@ async fn run_backend(
         measured: validate_hot,
         note: format!("{} tokens, {} revoked", hot.len(), revoked.len()),
     });
-    let half = open_loop(
-        hot_rate / 2.0,
-        duration,
-        validate_call(&lanes, hot.clone(), revoked.clone(), 1)?,
-    )
-    .await;
+    let half = lanes
+        .open_loop(
+            hot_rate / 2.0,
+            duration,
+            HotCalls::shared(&hot_requests, &revoked, 1),
+        )
+        .await;
     rows.push(Row {
         scenario: "validate-hot at half load",
         measured: half,
@@ -361,10 +366,11 @@ async fn run_backend(
 
     // validate-cold: every token new to the server.
     let cold_count = ((hot_rate.max(1_000.0) * duration.as_secs_f64()) as usize).min(400_000);
-    let cold = Arc::new(mint(&minter, user, cold_count)?);
-    let next = Arc::new(AtomicUsize::new(0));
-    let validate_cold =
-        closed_loop(workers, duration, cold_call(&lanes, cold.clone(), next)?).await;
+    let cold = Arc::new(ColdCalls {
+        requests: validate_requests(&mint(&minter, user, cold_count)?)?,
+        next: AtomicUsize::new(0),
+    });
+    let validate_cold = lanes.closed_loop(args.in_flight, duration, cold).await;
     rows.push(Row {
         scenario: "validate-cold",
         measured: validate_cold,
@@ -389,10 +395,10 @@ async fn run_backend(
         measured: login,
     });
     let (mixed_validate, mixed_login) = tokio::join!(
-        closed_loop(
-            workers,
+        lanes.closed_loop(
+            args.in_flight,
             duration,
-            validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
+            HotCalls::shared(&hot_requests, &revoked, workers),
         ),
         open_loop(2.0 * capacity, duration, login_call(&channels)),
     );
@@ -411,10 +417,10 @@ async fn run_backend(
     // saturated (a saturated closed loop's latency includes its own queue:
     // calls in flight over what CPU the flood leaves).
     let (half_validate, half_login) = tokio::join!(
-        open_loop(
+        lanes.open_loop(
             hot_rate / 2.0,
             duration,
-            validate_call(&lanes, hot.clone(), revoked.clone(), 1)?,
+            HotCalls::shared(&hot_requests, &revoked, 1),
         ),
         open_loop(2.0 * capacity, duration, login_call(&channels)),
     );
@@ -455,6 +461,9 @@ async fn run_backend(
     });
 
     let (_, peak) = server.rss_kib();
+    // Closed by this side first: a server stopping waits for its clients
+    // to go.
+    drop(lanes);
     second.stop().await?;
     server.stop().await?;
     let mut out = table(backend, &rows, peak);
@@ -511,15 +520,16 @@ async fn million(
         "- start-up to SERVING with them: {startup:.2?}; RSS then {:.1} MiB",
         rss as f64 / 1024.0
     );
-    let lanes = lanes(&server, args.connections).await?;
-    let hot = Arc::new(mint(minter, user, args.hot_tokens)?);
+    let mut lanes = Lanes::connect(server.addr, args.connections).await?;
+    let hot = Arc::new(validate_requests(&mint(minter, user, args.hot_tokens)?)?);
     let revoked = Arc::new(HashSet::new());
-    let quiet = closed_loop(
-        workers,
-        args.duration,
-        validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
-    )
-    .await;
+    let quiet = lanes
+        .closed_loop(
+            args.in_flight,
+            args.duration,
+            HotCalls::shared(&hot, &revoked, workers),
+        )
+        .await;
     let (rss, _) = server.rss_kib();
     let _ = writeln!(
         out,
@@ -542,10 +552,10 @@ async fn million(
     );
     let purging = Instant::now();
     let (during, purged) = tokio::join!(
-        closed_loop(
-            workers,
+        lanes.closed_loop(
+            args.in_flight,
             args.duration,
-            validate_call(&lanes, hot.clone(), revoked.clone(), workers)?,
+            HotCalls::shared(&hot, &revoked, workers),
         ),
         async {
             let printed = target.cli(&["purge"], "").await;
@@ -570,6 +580,7 @@ async fn million(
         quiet.served.value_at_quantile(0.99) as f64 / 1000.0
     );
     let wrong: Vec<&String> = quiet.wrong.iter().chain(&during.wrong).take(3).collect();
+    drop(lanes);
     server.stop().await?;
     if !wrong.is_empty() {
         bail!("{out}\nwrong answers with a million revocations, for example: {wrong:?}");
@@ -645,120 +656,134 @@ impl ValidateAnswer {
     }
 }
 
-/// ValidateToken over a lean lane: the generated request, the answer as
-/// [`ValidateAnswer`].
-async fn validate(
-    lane: Lane,
-    uri: tonic::codegen::http::Uri,
-    token: String,
-) -> Result<ValidateAnswer, String> {
-    let request = ValidateTokenRequest {
-        access_token: token,
-    }
-    .encode_to_vec();
-    let answer = lane
-        .unary(uri, &request)
-        .await
-        .map_err(|e| format!("ValidateToken: {e}"))?;
-    ValidateAnswer::decode(answer).map_err(|e| format!("ValidateToken: {e}"))
-}
-
-/// One lean connection per `count`, each with the URIs of the hot calls.
-async fn lanes(server: &Server, count: usize) -> anyhow::Result<Vec<Lane>> {
-    let mut lanes = Vec::with_capacity(count);
-    for _ in 0..count {
-        lanes.push(Lane::connect(server.addr).await?);
-    }
-    Ok(lanes)
-}
-
-/// Each lane with the URI of `path` on it.
-fn routes(
-    lanes: &[Lane],
-    path: &str,
-) -> anyhow::Result<Arc<Vec<(Lane, tonic::codegen::http::Uri)>>> {
-    Ok(Arc::new(
-        lanes
-            .iter()
-            .map(|lane| Ok((lane.clone(), lane.uri(path)?)))
-            .collect::<anyhow::Result<_>>()?,
-    ))
-}
-
-fn health_call(lanes: &[Lane]) -> anyhow::Result<Call> {
-    let routes = routes(lanes, "/grpc.health.v1.Health/Check")?;
-    Ok(Arc::new(move |worker, _| {
-        let (lane, uri) = routes[worker % routes.len()].clone();
-        Box::pin(async move {
-            let answer = lane
-                .unary(uri, &[])
-                .await
-                .map_err(|e| format!("health: {e}"))?;
-            let status = tonic_health::pb::HealthCheckResponse::decode(answer)
-                .map_err(|e| format!("health: {e}"))?
-                .status();
-            if status == ServingStatus::Serving {
-                Ok(Outcome::Served)
-            } else {
-                Err(format!("health: {status:?}"))
-            }
+/// Each token as a framed ValidateTokenRequest, encoded once, before
+/// the load: the generator's cost per call is taken from the server's.
+fn validate_requests(tokens: &[String]) -> anyhow::Result<Vec<Bytes>> {
+    tokens
+        .iter()
+        .map(|token| {
+            framed(
+                &ValidateTokenRequest {
+                    access_token: token.clone(),
+                }
+                .encode_to_vec(),
+            )
         })
-    }))
+        .collect()
 }
 
-/// ValidateToken over a pool of tokens, each worker striding through it.
-fn validate_call(
-    lanes: &[Lane],
-    tokens: Arc<Vec<String>>,
+fn decode_validate(message: &[u8]) -> Result<ValidateAnswer, String> {
+    ValidateAnswer::decode(message).map_err(|e| format!("ValidateToken: {e}"))
+}
+
+/// grpc.health.v1 Check of the whole server, expecting SERVING.
+struct HealthCalls {
+    request: Bytes,
+}
+
+impl HealthCalls {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            request: framed(&tonic_health::pb::HealthCheckRequest::default().encode_to_vec())?,
+        })
+    }
+}
+
+impl Calls for HealthCalls {
+    fn path(&self) -> &'static str {
+        "/grpc.health.v1.Health/Check"
+    }
+
+    fn request(&self, _: usize, _: u64) -> Option<(Bytes, usize)> {
+        Some((self.request.clone(), 0))
+    }
+
+    fn check(&self, _: usize, message: &[u8]) -> Result<Outcome, String> {
+        let status = tonic_health::pb::HealthCheckResponse::decode(message)
+            .map_err(|e| format!("health: {e}"))?
+            .status();
+        if status == ServingStatus::Serving {
+            Ok(Outcome::Served)
+        } else {
+            Err(format!("health: {status:?}"))
+        }
+    }
+}
+
+/// ValidateToken over a pool of tokens, each worker striding through it;
+/// the revoked ones must be reported REVOKED, the others valid.
+struct HotCalls {
+    requests: Arc<Vec<Bytes>>,
     revoked: Arc<HashSet<usize>>,
     workers: usize,
-) -> anyhow::Result<Call> {
-    let routes = routes(lanes, "/auth.v1.AuthService/ValidateToken")?;
-    Ok(Arc::new(move |worker, iteration| {
-        let (lane, uri) = routes[worker % routes.len()].clone();
-        let index =
-            (worker + iteration as usize * workers.max(1) + iteration as usize) % tokens.len();
-        let token = tokens[index].clone();
-        let expect_revoked = revoked.contains(&index);
-        Box::pin(async move {
-            let answer = validate(lane, uri, token).await?;
-            match (expect_revoked, answer.valid, answer.reason()) {
-                (false, true, _) => Ok(Outcome::Served),
-                (true, false, TokenInvalidReason::Revoked) => Ok(Outcome::Served),
-                (true, true, _) => Err(format!("token {index} is revoked but was reported valid")),
-                (_, _, reason) => Err(format!("token {index}: unexpected answer {reason:?}")),
-            }
-        })
-    }))
 }
 
-/// ValidateToken, each token of the pool once.
-fn cold_call(
-    lanes: &[Lane],
-    tokens: Arc<Vec<String>>,
-    next: Arc<AtomicUsize>,
-) -> anyhow::Result<Call> {
-    let routes = routes(lanes, "/auth.v1.AuthService/ValidateToken")?;
-    Ok(Arc::new(move |worker, _| {
-        let (lane, uri) = routes[worker % routes.len()].clone();
-        let index = next.fetch_add(1, Ordering::Relaxed);
-        let token = tokens.get(index).cloned();
-        Box::pin(async move {
-            let Some(token) = token else {
-                return Ok(Outcome::Exhausted);
-            };
-            let answer = validate(lane, uri, token).await?;
-            if answer.valid {
-                Ok(Outcome::Served)
-            } else {
-                Err(format!(
-                    "fresh token {index} reported {:?}",
-                    answer.reason()
-                ))
-            }
+impl HotCalls {
+    fn shared(
+        requests: &Arc<Vec<Bytes>>,
+        revoked: &Arc<HashSet<usize>>,
+        workers: usize,
+    ) -> Arc<dyn Calls> {
+        Arc::new(Self {
+            requests: requests.clone(),
+            revoked: revoked.clone(),
+            workers,
         })
-    }))
+    }
 }
+
+impl Calls for HotCalls {
+    fn path(&self) -> &'static str {
+        VALIDATE_TOKEN
+    }
+
+    fn request(&self, worker: usize, iteration: u64) -> Option<(Bytes, usize)> {
+        let iteration = iteration as usize;
+        let index = (worker + iteration * self.workers.max(1) + iteration) % self.requests.len();
+        Some((self.requests[index].clone(), index))
+    }
+
+    fn check(&self, index: usize, message: &[u8]) -> Result<Outcome, String> {
+        let answer = decode_validate(message)?;
+        match (self.revoked.contains(&index), answer.valid, answer.reason()) {
+            (false, true, _) => Ok(Outcome::Served),
+            (true, false, TokenInvalidReason::Revoked) => Ok(Outcome::Served),
+            (true, true, _) => Err(format!("token {index} is revoked but was reported valid")),
+            (_, _, reason) => Err(format!("token {index}: unexpected answer {reason:?}")),
+        }
+    }
+}
+
+/// ValidateToken, each token of the pool once; every one must be valid.
+struct ColdCalls {
+    requests: Vec<Bytes>,
+    next: AtomicUsize,
+}
+
+impl Calls for ColdCalls {
+    fn path(&self) -> &'static str {
+        VALIDATE_TOKEN
+    }
+
+    fn request(&self, _: usize, _: u64) -> Option<(Bytes, usize)> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        Some((self.requests.get(index)?.clone(), index))
+    }
+
+    fn check(&self, index: usize, message: &[u8]) -> Result<Outcome, String> {
+        let answer = decode_validate(message)?;
+        if answer.valid {
+            Ok(Outcome::Served)
+        } else {
+            Err(format!(
+                "fresh token {index} reported {:?}",
+                answer.reason()
+            ))
+        }
+    }
+}
+
+const VALIDATE_TOKEN: &str = "/auth.v1.AuthService/ValidateToken";
 
 fn login_call(channels: &Arc<Vec<Channel>>) -> Call {
     let channels = channels.clone();
@@ -815,7 +840,7 @@ async fn logout_lag(
 ) -> anyhow::Result<Measured> {
     let mut on_first = AuthServiceClient::new(first.channel().await?);
     let mut on_second = AuthServiceClient::new(second.channel().await?);
-    let mut measured = Measured::default_for_lag();
+    let mut measured = Measured::new();
     let start = Instant::now();
     for token in tokens {
         let request = || ValidateTokenRequest {
