@@ -59,33 +59,30 @@ pub fn framed(message: &[u8]) -> anyhow::Result<Bytes> {
 /// How long after its load ended a connection waits for its last answers.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// The connections to one server, each driven by its own task during a
-/// load and handed back after it.
+/// The connections of each load: `count` to one server, opened when the
+/// load begins (before its clock starts) and closed when it ends, each
+/// driven by a task of its own. None sits idle between loads, where
+/// nothing would read the server's PINGs.
 pub struct Lanes {
-    lanes: Vec<Lane>,
+    addr: SocketAddr,
+    count: usize,
 }
 
 impl Lanes {
-    /// Opens `count` connections to `addr`.
-    pub async fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Self> {
-        let mut lanes = Vec::with_capacity(count);
-        for _ in 0..count {
-            lanes.push(Lane::connect(addr).await?);
-        }
-        Ok(Self { lanes })
+    pub fn new(addr: SocketAddr, count: usize) -> Self {
+        Self { addr, count }
     }
 
     /// `in_flight` calls on each connection, each sent when an answer
     /// frees its place, until `duration` has passed.
     pub async fn closed_loop(
-        &mut self,
+        &self,
         in_flight: usize,
         duration: Duration,
         calls: Arc<dyn Calls>,
     ) -> Measured {
-        let start = Instant::now();
-        let (mut total, ran_out) = self
-            .spread(|index, count, lane| {
+        let (mut total, ran_out, start) = self
+            .spread(|index, count, lane, start| {
                 // Worker w runs on connection w % count, as in `drive`.
                 let workers = (0..in_flight).map(|k| index + k * count).collect();
                 lane.closed(workers, start + duration, calls.clone())
@@ -105,14 +102,13 @@ impl Lanes {
     /// the answers do; waits for the last answer. The n-th call is made as
     /// worker n, iteration n, on connection n % count.
     pub async fn open_loop(
-        &mut self,
+        &self,
         rate: f64,
         duration: Duration,
         calls: Arc<dyn Calls>,
     ) -> Measured {
-        let start = Instant::now();
-        let (mut total, _) = self
-            .spread(|index, count, lane| {
+        let (mut total, _, _) = self
+            .spread(|index, count, lane, start| {
                 let pace = Pace {
                     first: index as u64,
                     step: count as u64,
@@ -132,7 +128,7 @@ impl Lanes {
     /// the run falls on both alike, so their ratio is steadier than that
     /// of two runs one after the other.
     pub async fn alternating(
-        &mut self,
+        &self,
         in_flight: usize,
         duration: Duration,
         rounds: u32,
@@ -148,42 +144,48 @@ impl Lanes {
         (a, b)
     }
 
-    /// Runs `part(index, count, connection)` for each connection on a task
-    /// of its own, then takes the connections back and merges what they
-    /// measured (and whether a pool ran out). A connection that failed is
-    /// dropped, its error recorded as a wrong answer.
-    async fn spread<F, P>(&mut self, part: P) -> (Measured, bool)
+    /// Opens the connections, then runs `part(index, count, connection,
+    /// start)` for each on a task of its own; merges what they measured,
+    /// whether a pool ran out, and when the load started. A connection
+    /// that fails is recorded as a wrong answer.
+    async fn spread<F, P>(&self, part: P) -> (Measured, bool, Instant)
     where
-        P: Fn(usize, usize, Lane) -> F,
+        P: Fn(usize, usize, Lane, Instant) -> F,
         F: Future<Output = Ran> + Send + 'static,
     {
-        let count = self.lanes.len();
-        let mut tasks = JoinSet::new();
-        for (index, lane) in self.lanes.drain(..).enumerate() {
-            tasks.spawn(part(index, count, lane));
-        }
         let mut total = Measured::new();
+        let mut lanes = Vec::with_capacity(self.count);
+        for _ in 0..self.count {
+            match Lane::connect(self.addr).await {
+                Ok(lane) => lanes.push(lane),
+                Err(error) => total.wrong.push(format!("connect: {error:#}")),
+            }
+        }
+        let start = Instant::now();
+        let mut tasks = JoinSet::new();
+        for (index, lane) in lanes.into_iter().enumerate() {
+            tasks.spawn(part(index, self.count, lane, start));
+        }
         let mut ran_out = false;
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok(ran) => {
                     total.merge(&ran.measured);
                     ran_out |= ran.ran_out;
-                    match ran.lane {
-                        Ok(lane) => self.lanes.push(lane),
-                        Err(error) => total.wrong.push(format!("connection: {error}")),
+                    if let Err(error) = ran.result {
+                        total.wrong.push(format!("connection: {error}"));
                     }
                 }
                 Err(error) => total.wrong.push(format!("connection task: {error}")),
             }
         }
-        (total, ran_out)
+        (total, ran_out, start)
     }
 }
 
 /// What one connection's part of a load gives back.
 struct Ran {
-    lane: Result<Lane, String>,
+    result: Result<(), String>,
     measured: Measured,
     ran_out: bool,
 }
@@ -362,7 +364,7 @@ impl Lane {
             }
         };
         Ran {
-            lane: result.map(|()| self),
+            result,
             measured,
             ran_out,
         }
@@ -416,7 +418,7 @@ impl Lane {
             }
         };
         Ran {
-            lane: result.map(|()| self),
+            result,
             measured,
             ran_out: false,
         }

@@ -289,7 +289,7 @@ async fn run_backend(
         channels.push(server.channel().await?);
     }
     let channels = Arc::new(channels);
-    let mut lanes = Lanes::connect(server.addr, args.connections).await?;
+    let lanes = Lanes::new(server.addr, args.connections);
     let workers = args.connections * args.in_flight;
     let duration = args.duration;
 
@@ -461,9 +461,6 @@ async fn run_backend(
     });
 
     let (_, peak) = server.rss_kib();
-    // Closed by this side first: a server stopping waits for its clients
-    // to go.
-    drop(lanes);
     second.stop().await?;
     server.stop().await?;
     let mut out = table(backend, &rows, peak);
@@ -520,7 +517,7 @@ async fn million(
         "- start-up to SERVING with them: {startup:.2?}; RSS then {:.1} MiB",
         rss as f64 / 1024.0
     );
-    let mut lanes = Lanes::connect(server.addr, args.connections).await?;
+    let lanes = Lanes::new(server.addr, args.connections);
     let hot = Arc::new(validate_requests(&mint(minter, user, args.hot_tokens)?)?);
     let revoked = Arc::new(HashSet::new());
     let quiet = lanes
@@ -580,7 +577,6 @@ async fn million(
         quiet.served.value_at_quantile(0.99) as f64 / 1000.0
     );
     let wrong: Vec<&String> = quiet.wrong.iter().chain(&during.wrong).take(3).collect();
-    drop(lanes);
     server.stop().await?;
     if !wrong.is_empty() {
         bail!("{out}\nwrong answers with a million revocations, for example: {wrong:?}");
