@@ -112,16 +112,21 @@ def free_port():
 class Authd:
     """One `authd` process and the ways to talk to it."""
 
-    def __init__(self, database, *flags, command=("serve",), transport=("-plaintext",)):
+    def __init__(self, database, *flags, command=("serve",), transport=("-plaintext",),
+                 rust_log="debug"):
         self.database = database
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.log = open(database.workdir.parent / f"authd-{self.port}.log", "w+")
-        # Debug logging everywhere (hyper, h2, sqlx included): the log must
-        # still hold no password or token.
+        # Debug logging everywhere (hyper, h2, sqlx included) unless asked
+        # otherwise: the log must still hold no password or token.
+        # rust_log=None: RUST_LOG unset, authd's own default.
+        env = {k: v for k, v in database.env().items() if k != "RUST_LOG"}
+        if rust_log is not None:
+            env["RUST_LOG"] = rust_log
         self.proc = subprocess.Popen(
             [AUTHD, *command, "--listen", self.addr, *flags],
-            env={**database.env(), "RUST_LOG": "debug"}, cwd=database.workdir,
+            env=env, cwd=database.workdir,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
@@ -211,20 +216,26 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     assert code == 0, server.output()
     log = server.output()
     assert "authd stopped" in log and "DEBUG" in log
+    assert 'method="ValidateToken"' in log and 'method="Login"' in log
     key_file, = database.workdir.rglob("signing-key.pem")
     key_body = "".join(line for line in key_file.read_text().splitlines() if not line.startswith("-----"))
     for secret in (token, token.split(".")[2], PASSWORD, key_body, key_body[-20:]):
         assert secret not in log
 
-    # A new process over the same database: the logout holds.
-    server = Authd(database)
+    # A new process over the same database, at the default log level: the
+    # logout holds; a Login gets its line, a ValidateToken (made on every
+    # request of every service) none.
+    server = Authd(database, rust_log=None)
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
             assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
+            stub.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))
     finally:
         assert server.terminate() == 0
+    log = server.output()
+    assert 'method="Login"' in log and 'method="ValidateToken"' not in log, log
 
 
 def test_purge_empties_revocations_after_expiry(pb, database):
