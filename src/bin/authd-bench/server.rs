@@ -64,11 +64,14 @@ pub struct Server {
 
 impl Server {
     /// Starts `authd serve` on a free port and waits until it is SERVING.
+    /// It logs as it would by default (`RUST_LOG` unset), to a file in the
+    /// data directory.
     pub async fn start(target: &Target, extra: &[&str]) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = target.data_dir.join(format!("authd-{port}.log"));
         let child = Command::new(&target.authd)
             .arg("serve")
             .args(["--listen", &addr.to_string()])
@@ -76,13 +79,19 @@ impl Server {
             .arg("--data-dir")
             .arg(&target.data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", target.authd.display()))?;
         let server = Self { child, addr };
-        server.wait_until_serving().await?;
+        if let Err(err) = server.wait_until_serving().await {
+            let printed = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = printed.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{err:#}; its log ends:\n{}", tail.join("\n"));
+        }
         Ok(server)
     }
 
