@@ -671,6 +671,7 @@ impl Lane {
             (true, _, true, Some("0")) => Err("status OK but no answer".into()),
             (_, _, true, Some("0")) => Ok(()),
             (_, _, true, Some(code)) => Err(format!("gRPC status {code}: {grpc_message}")),
+            (_, _, false, Some(_)) => Err("a gRPC status before the answer's end".into()),
             _ => Err("an answer without a gRPC status".into()),
         };
         self.answer(stream, verdict);
