@@ -1,4 +1,5 @@
-//! The load generator, briefly, against the real server on PostgreSQL:
+//! The load generator, briefly, against the real server on PostgreSQL
+//! (the server `DATABASE_URL` names, which authd-bench reads itself):
 //! every scenario runs and every answer it counts is checked (one wrong
 //! answer, or a scenario with no answer at all, fails the run and so this
 //! test). Rates and latencies are the benchmark's business, not this
@@ -8,11 +9,9 @@ use std::process::Command;
 
 #[test]
 fn the_load_generator_runs_every_scenario_and_finds_every_answer_right() {
-    let postgres = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let run = Command::new(env!("CARGO_BIN_EXE_authd-bench"))
         .args(["--authd", env!("CARGO_BIN_EXE_authd")])
-        .args(["--backend", "postgres", "--postgres", &postgres])
+        .args(["--backend", "postgres"])
         .args(["--duration", "300ms", "--hot-tokens", "300"])
         .args(["--connections", "2", "--in-flight", "4"])
         .output()

@@ -138,14 +138,19 @@ pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Meas
             ran_out |= exhausted;
         }
     }
-    // A pool that ran out ended the load early: the rate is over the time
-    // there was load.
-    total.window = if ran_out {
+    total.window = load_window(start, duration, ran_out);
+    total
+}
+
+/// The window of a closed loop begun at `start` for `duration`: a pool
+/// that ran out ended the load early, and the rate is then over the time
+/// there was load.
+pub fn load_window(start: Instant, duration: Duration, ran_out: bool) -> Duration {
+    if ran_out {
         start.elapsed().min(duration)
     } else {
         duration
-    };
-    total
+    }
 }
 
 /// Calls sent at `rate` per second for `duration`, each on a task of its

@@ -30,7 +30,7 @@ use tokio::{
 };
 
 use crate::{
-    drive::{Measured, Outcome},
+    drive::{Measured, Outcome, load_window},
     hpack,
 };
 
@@ -88,13 +88,7 @@ impl Lanes {
                 lane.closed(workers, start + duration, calls.clone())
             })
             .await;
-        // A pool that ran out ended the load early: the rate is over the
-        // time there was load.
-        total.window = if ran_out {
-            start.elapsed().min(duration)
-        } else {
-            duration
-        };
+        total.window = load_window(start, duration, ran_out);
         total
     }
 

@@ -88,8 +88,8 @@ impl Server {
         let server = Self { child, addr };
         if let Err(err) = server.wait_until_serving().await {
             let printed = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = printed.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = printed.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
             bail!("{err:#}; its log ends:\n{}", tail.join("\n"));
         }
         Ok(server)
