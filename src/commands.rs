@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use time::format_description::well_known::Rfc3339;
 
 use crate::{
-    auth::{Accounts, HashCost, Passwords},
+    auth::{Accounts, HashCost, HashingPriority, Passwords},
     config::{Cli, Command, PurgeArgs, ServeArgs, StorageArgs, UserCommand},
     domain::{Password, Username},
     jobs::purge::purge_once,
@@ -90,7 +90,7 @@ async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     let store = open_store(command.storage()).await?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let passwords = Passwords::new(HashCost::default(), cores)?;
+    let passwords = Passwords::new(HashCost::default(), cores, HashingPriority::default())?;
     let accounts = Accounts::new(store, passwords, command.password_policy());
     match command {
         UserCommand::Add(args) => {

@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::{
-    auth::{HashCost, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings},
+    auth::{
+        HashCost, HashingPriority, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings,
+    },
     domain::Role,
     jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
     startup::ServeSettings,
@@ -142,6 +144,13 @@ pub struct ServeArgs {
     /// The longest back-off after failed Logins.
     #[arg(long, env = "AUTHD_LOGIN_THROTTLE_MAX_BACKOFF", default_value = "15m", value_parser = positive_duration)]
     pub login_throttle_max_backoff: Duration,
+    /// How password hashing shares the CPU with the calls it serves: `low`
+    /// (nice 10: Logins keep a share of a CPU that ValidateToken
+    /// saturates) or `idle` (SCHED_IDLE: hashing only uses CPU nothing
+    /// else of the service wants, so ValidateToken never waits behind it,
+    /// and Logins all but stop while ValidateToken saturates the CPU).
+    #[arg(long, env = "AUTHD_HASHING_PRIORITY", default_value = "low")]
+    pub hashing_priority: HashingPriority,
 }
 
 /// The user subcommands; each takes the storage flags after its name.
@@ -360,6 +369,7 @@ impl ServeArgs {
                 leeway: self.leeway,
             },
             password_cost: HashCost::default(),
+            hashing_priority: self.hashing_priority,
             purge: PurgeSettings {
                 interval: self.purge_interval,
                 batch_size: self.purge_batch_size,
@@ -444,6 +454,7 @@ mod tests {
         assert_eq!(settings.tokens.leeway, Duration::from_secs(5));
         assert_eq!(settings.purge.interval, Duration::from_secs(300));
         assert_eq!(settings.purge.batch_size, 10_000);
+        assert_eq!(settings.hashing_priority, HashingPriority::Low);
         assert_eq!(
             settings.signing_key_file,
             PathBuf::from("./authd-data/signing-key.pem")
@@ -508,6 +519,14 @@ mod tests {
         assert!(parse(&["--access-token-ttl", "0s"]).is_err());
         assert!(parse(&["--purge-batch-size", "0"]).is_err());
         assert!(parse(&["--issuer", ""]).is_err());
+        assert!(parse(&["--hashing-priority", "realtime"]).is_err());
+        let idle = parse(&["--hashing-priority", "idle"]).unwrap();
+        match idle.command {
+            Some(Command::Serve(args)) => {
+                assert_eq!(args.settings().hashing_priority, HashingPriority::Idle);
+            }
+            other => panic!("not serve: {other:?}"),
+        }
         assert!(
             Cli::try_parse_from(["authd", "migrate", "--database-url", "mysql://h/db"]).is_err()
         );

@@ -9,8 +9,8 @@ use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     auth::{
-        AccessTokens, Authenticator, HashCost, LoginThrottle, Passwords, RevocationState,
-        SigningKey, ThrottleSettings, TokenSettings, VerifiedTokens,
+        AccessTokens, Authenticator, HashCost, HashingPriority, LoginThrottle, Passwords,
+        RevocationState, SigningKey, ThrottleSettings, TokenSettings, VerifiedTokens,
     },
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
     jobs::{self, purge::PurgeSettings, revocation_sync::SyncSettings},
@@ -56,6 +56,8 @@ pub struct ServeSettings {
     pub tokens: TokenSettings,
     /// Argon2id cost of new password hashes.
     pub password_cost: HashCost,
+    /// How the password-hashing threads share the CPU.
+    pub hashing_priority: HashingPriority,
     /// The purge task.
     pub purge: PurgeSettings,
     /// How long shutdown waits for calls in flight.
@@ -105,7 +107,7 @@ impl Application {
             .await
             .context("cannot migrate the database")?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let passwords = Passwords::new(settings.password_cost, cores)?;
+        let passwords = Passwords::new(settings.password_cost, cores, settings.hashing_priority)?;
         let tokens = AccessTokens::new(key, settings.tokens.clone());
         let verified =
             VerifiedTokens::new(settings.token_cache_bytes, settings.tokens.leeway.as_secs());

@@ -20,7 +20,9 @@ use time::OffsetDateTime;
 
 pub use accounts::{AccountError, Accounts};
 pub use keys::{SigningKey, ensure_private};
-pub use password::{HashCost, Overloaded, PasswordCheck, PasswordPolicy, Passwords};
+pub use password::{
+    HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordPolicy, Passwords,
+};
 pub use revocations::RevocationState;
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
 pub use token_cache::VerifiedTokens;

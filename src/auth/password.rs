@@ -6,6 +6,7 @@
 //! for its turn and for the database count), is refused ([`Overloaded`]).
 
 use std::{
+    str::FromStr,
     sync::{Arc, Mutex, PoisonError, mpsc},
     time::{Duration, Instant},
 };
@@ -92,9 +93,73 @@ pub enum PasswordCheck {
     Fails,
 }
 
-/// The nice value of the hashing threads: below the threads that answer
-/// requests, so a login flood slows Logins more than ValidateToken.
+/// The nice value of the hashing threads at [`HashingPriority::Low`]:
+/// below the threads that answer requests, so a login flood slows Logins
+/// more than ValidateToken.
 const HASH_THREAD_NICE: i32 = 10;
+
+/// How the hashing threads share the CPU with the threads that answer
+/// requests (ValidateToken above all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HashingPriority {
+    /// Nice 10: a tenth of the weight of a request thread. Logins keep a
+    /// share of a CPU that ValidateToken saturates, but Linux hands that
+    /// share out in pieces of up to a scheduler tick, during which a
+    /// request thread on the same CPU waits.
+    #[default]
+    Low,
+    /// `SCHED_IDLE`: hashing gets only the CPU the service's other threads
+    /// leave, and a request thread that wakes takes the CPU at once. While
+    /// ValidateToken saturates the CPU, Logins all but stop; a check that
+    /// has started may then take seconds.
+    Idle,
+}
+
+impl FromStr for HashingPriority {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "low" => Ok(Self::Low),
+            "idle" => Ok(Self::Idle),
+            _ => Err("must be low or idle".to_owned()),
+        }
+    }
+}
+
+impl HashingPriority {
+    /// Applies this priority to the calling thread. Lowering one's own
+    /// priority needs no privilege; when it fails anyway the thread runs
+    /// at the default priority, and the error says so.
+    fn apply_to_current_thread(self) -> anyhow::Result<()> {
+        match self {
+            Self::Low => {
+                // Linux keeps a nice value per thread.
+                let me = rustix::thread::gettid();
+                rustix::process::setpriority_process(Some(me), HASH_THREAD_NICE)
+                    .context("cannot set the hashing thread's nice value")
+            }
+            Self::Idle => {
+                use thread_priority::{
+                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                    set_thread_priority_and_policy, thread_native_id, thread_schedule_policy,
+                };
+                let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+                // This sets the policy, then nice 0, which a thread started
+                // at a higher nice value may not do without privilege; the
+                // nice value means nothing under SCHED_IDLE, so the policy
+                // is what is checked.
+                let set =
+                    set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
+                match (set, thread_schedule_policy()) {
+                    (_, Ok(now)) if now == idle => Ok(()),
+                    (Err(err), _) => anyhow::bail!("cannot set SCHED_IDLE: {err:?}"),
+                    (Ok(()), now) => anyhow::bail!("SCHED_IDLE did not take: {now:?}"),
+                }
+            }
+        }
+    }
+}
 
 /// The longest a password check waits for a hashing thread, counted from
 /// when its caller began to wait (a Login's arrival, for a check).
@@ -158,7 +223,12 @@ struct HashThreads {
 }
 
 impl HashThreads {
-    fn start(threads: usize, queue_capacity: usize, keep_blocks: usize) -> anyhow::Result<Self> {
+    fn start(
+        threads: usize,
+        queue_capacity: usize,
+        keep_blocks: usize,
+        priority: HashingPriority,
+    ) -> anyhow::Result<Self> {
         let (queue, jobs) = mpsc::sync_channel::<Job>(queue_capacity);
         let jobs = Arc::new(Mutex::new(jobs));
         for n in 0..threads {
@@ -166,10 +236,12 @@ impl HashThreads {
             std::thread::Builder::new()
                 .name(format!("authd-argon2-{n}"))
                 .spawn(move || {
-                    // Linux keeps a nice value per thread.
-                    let me = rustix::thread::gettid();
-                    if let Err(err) = rustix::process::setpriority_process(Some(me), HASH_THREAD_NICE) {
-                        tracing::debug!(error = %err, "cannot lower the priority of a hashing thread");
+                    if let Err(err) = priority.apply_to_current_thread() {
+                        tracing::warn!(
+                            error = format!("{err:#}"),
+                            ?priority,
+                            "a hashing thread keeps the default priority"
+                        );
                     }
                     let mut scratch = Scratch::new(keep_blocks);
                     loop {
@@ -203,12 +275,17 @@ pub struct Passwords {
 
 impl Passwords {
     /// A hasher with `cost`, running at most `concurrency` hashes at once
-    /// on threads of its own, with about a second of work queued at most.
+    /// on threads of its own at `priority`, with about a second of work
+    /// queued at most.
     ///
     /// # Errors
     /// When the cost parameters are out of argon2's range, or the threads
     /// cannot be started.
-    pub fn new(cost: HashCost, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        cost: HashCost,
+        concurrency: usize,
+        priority: HashingPriority,
+    ) -> anyhow::Result<Self> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|err| anyhow::anyhow!("invalid argon2 parameters: {err}"))?;
         let keep_blocks = params.block_count();
@@ -228,7 +305,12 @@ impl Passwords {
         Ok(Self {
             argon2,
             cost,
-            threads: Arc::new(HashThreads::start(threads, queue_capacity, keep_blocks)?),
+            threads: Arc::new(HashThreads::start(
+                threads,
+                queue_capacity,
+                keep_blocks,
+                priority,
+            )?),
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -388,11 +470,61 @@ mod tests {
             iterations,
             parallelism: 1,
         };
-        Passwords::new(cost, threads).unwrap()
+        Passwords::new(cost, threads, HashingPriority::Low).unwrap()
     }
 
     fn cheap() -> Passwords {
         of_cost(64, 1, 2)
+    }
+
+    /// The scheduling policy and nice value of each of the two hashing
+    /// threads of `passwords`: two jobs that wait for each other cannot
+    /// both run on one thread.
+    async fn scheduling_of_both_threads(
+        passwords: &Passwords,
+    ) -> Vec<(thread_priority::ThreadSchedulePolicy, i32)> {
+        let both = Arc::new(std::sync::Barrier::new(2));
+        let jobs = (0..2).map(|_| {
+            let both = both.clone();
+            passwords.run_blocking(Instant::now(), move |_| {
+                both.wait();
+                let policy = thread_priority::thread_schedule_policy().unwrap();
+                let me = rustix::thread::gettid();
+                let nice = rustix::process::getpriority_process(Some(me)).unwrap();
+                (policy, nice)
+            })
+        });
+        futures_util::future::try_join_all(jobs).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_priority_asked_for() {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let cost = HashCost {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let low = Passwords::new(cost, 2, HashingPriority::Low).unwrap();
+        for (policy, nice) in scheduling_of_both_threads(&low).await {
+            assert_eq!(
+                policy,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)
+            );
+            assert_eq!(nice, HASH_THREAD_NICE);
+        }
+        let idle = Passwords::new(cost, 2, HashingPriority::Idle).unwrap();
+        for (policy, _) in scheduling_of_both_threads(&idle).await {
+            assert_eq!(
+                policy,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+            );
+        }
+        // The thread that runs the tests is untouched.
+        assert_eq!(
+            thread_priority::thread_schedule_policy().unwrap(),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use authd::{
-    auth::{Accounts, HashCost, PasswordPolicy, Passwords, ThrottleSettings, TokenSettings},
+    auth::{
+        Accounts, HashCost, HashingPriority, PasswordPolicy, Passwords, ThrottleSettings,
+        TokenSettings,
+    },
     domain::{Password, Role, Username},
     grpc::pb::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
@@ -269,6 +272,7 @@ pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
             leeway: Duration::from_secs(5),
         },
         password_cost: HashCost::default(),
+        hashing_priority: HashingPriority::default(),
         purge: PurgeSettings {
             interval: Duration::from_secs(3600),
             batch_size: 10_000,
@@ -485,7 +489,7 @@ impl World {
         let app = TestApp::spawn(settings).await;
         let accounts = Accounts::new(
             db.store().await,
-            Passwords::new(HashCost::default(), 2).unwrap(),
+            Passwords::new(HashCost::default(), 2, HashingPriority::default()).unwrap(),
             PasswordPolicy::default(),
         );
         let sql = db.sql().await;

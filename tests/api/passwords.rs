@@ -1,5 +1,5 @@
 use authd::{
-    auth::{AccountError, HashCost, Passwords},
+    auth::{AccountError, HashCost, HashingPriority, Passwords},
     domain::{Password, Username},
 };
 use tonic::Code;
@@ -58,6 +58,7 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens(ba
             parallelism: 1,
         },
         1,
+        HashingPriority::default(),
     )
     .unwrap();
     let old = cheap

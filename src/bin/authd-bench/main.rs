@@ -24,7 +24,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use authd::{
-    auth::{AccessTokens, HashCost, PasswordCheck, Passwords, SigningKey, TokenSettings},
+    auth::{
+        AccessTokens, HashCost, HashingPriority, PasswordCheck, Passwords, SigningKey,
+        TokenSettings,
+    },
     domain::{Password, UserId},
     grpc::pb::{
         LoginRequest, LogoutRequest, TokenInvalidReason, ValidateTokenRequest,
@@ -79,6 +82,9 @@ struct Args {
     /// validate-hot (adds a few minutes).
     #[arg(long)]
     million: bool,
+    /// The servers' `--hashing-priority`.
+    #[arg(long, default_value = "low", value_parser = ["low", "idle"])]
+    hashing_priority: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -106,8 +112,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
-        "authd-bench: {} connections x {} in flight, {:?} per scenario, {cores} cores",
-        args.connections, args.in_flight, args.duration
+        "authd-bench: {} connections x {} in flight, {:?} per scenario, {cores} cores; \
+         servers at --hashing-priority {}",
+        args.connections, args.in_flight, args.duration, args.hashing_priority
     );
     let machine = machine_rates(cores).await?;
     println!("{machine}");
@@ -138,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             authd: args.authd.clone(),
             database_url,
             data_dir: dir.clone(),
+            hashing_priority: args.hashing_priority.clone(),
         };
         let result = run_backend(&args, &target, backend, cores).await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -209,8 +217,8 @@ impl Argon2Rates {
     /// alike. Each is the median of its checks' times.
     async fn measure(cores: usize) -> anyhow::Result<Self> {
         let password = Password::parse(PASSWORD)?;
-        let alone = Passwords::new(HashCost::default(), 1)?;
-        let together = Passwords::new(HashCost::default(), cores)?;
+        let alone = Passwords::new(HashCost::default(), 1, HashingPriority::default())?;
+        let together = Passwords::new(HashCost::default(), cores, HashingPriority::default())?;
         let hash = alone.hash(&password).await?;
         // The first checks fill the threads' memory; not timed.
         check_all(&alone, 1, 1, &password, &hash).await?;

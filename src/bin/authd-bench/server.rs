@@ -23,6 +23,8 @@ pub struct Target {
     pub database_url: String,
     /// `--data-dir` (the signing key; the SQLite file lives here too).
     pub data_dir: PathBuf,
+    /// `--hashing-priority` of every server started.
+    pub hashing_priority: String,
 }
 
 impl Target {
@@ -78,6 +80,7 @@ impl Server {
             .args(["--database-url", &target.database_url])
             .arg("--data-dir")
             .arg(&target.data_dir)
+            .args(["--hashing-priority", &target.hashing_priority])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
