@@ -190,12 +190,53 @@ async fn machine_rates(cores: usize) -> anyhow::Result<String> {
     Ok(format!(
         "machine: Ed25519 verify {ed25519:.0}/s on one core; argon2id verify {:.1} ms \
          (so Login capacity ~ {cores} cores / {:.1} ms = {:.0}/s); {cores} at once: {:.0}/s ({:.2} of that)",
-        argon2.one.as_secs_f64() * 1e3,
-        argon2.one.as_secs_f64() * 1e3,
+        millis(argon2.one),
+        millis(argon2.one),
         argon2.capacity(),
         argon2.all_cores,
         argon2.all_cores / argon2.capacity(),
     ))
+}
+
+/// The CPU the server's hashing threads use during a load: whether Logins
+/// fell short of the capacity because the threads got less CPU, or because
+/// each check cost more of it than one measured alone.
+struct HashingUse<'a> {
+    server: &'a Server,
+    cpu_before: Duration,
+    started: Instant,
+}
+
+impl<'a> HashingUse<'a> {
+    fn start(server: &'a Server) -> anyhow::Result<Self> {
+        Ok(Self {
+            server,
+            cpu_before: server.hashing_cpu()?,
+            started: Instant::now(),
+        })
+    }
+
+    /// The cores the hashing threads kept busy since `start`, and their CPU
+    /// per check for the Logins `login` served (every served Login ran one
+    /// check; a shed one ran none), beside `one`, a check measured alone.
+    fn note(&self, login: &Measured, one: Duration) -> anyhow::Result<String> {
+        let cpu = self.server.hashing_cpu()?.saturating_sub(self.cpu_before);
+        let busy = cpu.as_secs_f64() / self.started.elapsed().as_secs_f64();
+        let checks = login.served.len();
+        let per_check = if checks == 0 {
+            "no check served".to_owned()
+        } else {
+            format!("{:.1} ms of CPU a check", millis(cpu) / checks as f64)
+        };
+        Ok(format!(
+            "hashing threads busy {busy:.2} cores, {per_check} (alone {:.1} ms)",
+            millis(one)
+        ))
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
 }
 
 /// How fast this machine checks passwords at authd's cost, measured with
@@ -388,20 +429,23 @@ async fn run_backend(
     // login at twice the capacity, alone and beside validate-hot.
     let argon2 = Argon2Rates::measure(cores).await?;
     let capacity = argon2.capacity();
+    let hashing = HashingUse::start(&server)?;
     let login = open_loop(2.0 * capacity, duration, login_call(&channels)).await;
     rows.push(Row {
         scenario: "login (2x capacity)",
         note: format!(
             "offered {:.0}/s; capacity {capacity:.0}/s; served/capacity {:.2}; \
-             {cores} checks at once, measured alone: {:.0}/s ({:.2} of capacity); shed {}",
+             {cores} checks at once, measured alone: {:.0}/s ({:.2} of capacity); shed {}; {}",
             2.0 * capacity,
             login.rate() / capacity,
             argon2.all_cores,
             argon2.all_cores / capacity,
-            login.shed.len()
+            login.shed.len(),
+            hashing.note(&login, argon2.one)?,
         ),
         measured: login,
     });
+    let hashing = HashingUse::start(&server)?;
     let (mixed_validate, mixed_login) = tokio::join!(
         lanes.closed_loop(
             args.in_flight,
@@ -417,13 +461,18 @@ async fn run_backend(
     });
     rows.push(Row {
         scenario: "mixed: login",
-        note: format!("shed {}", mixed_login.shed.len()),
+        note: format!(
+            "shed {}; {}",
+            mixed_login.shed.len(),
+            hashing.note(&mixed_login, argon2.one)?
+        ),
         measured: mixed_login,
     });
     // The same isolation at the load of "validate-hot at half load": the
     // latency a service sees during a login flood when authd is not
     // saturated (a saturated closed loop's latency includes its own queue:
     // calls in flight over what CPU the flood leaves).
+    let hashing = HashingUse::start(&server)?;
     let (half_validate, half_login) = tokio::join!(
         lanes.open_loop(
             hot_rate / 2.0,
@@ -442,7 +491,11 @@ async fn run_backend(
     });
     rows.push(Row {
         scenario: "mixed at half load: login",
-        note: format!("shed {}", half_login.shed.len()),
+        note: format!(
+            "shed {}; {}",
+            half_login.shed.len(),
+            hashing.note(&half_login, argon2.one)?
+        ),
         measured: half_login,
     });
 

@@ -132,6 +132,25 @@ impl Server {
         read_rss(&PathBuf::from(format!("/proc/{pid}/status")))
     }
 
+    /// CPU time the server's password-hashing threads (`authd-argon2-N`)
+    /// have used so far, from `/proc`.
+    pub fn hashing_cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("the server has exited")?;
+        let mut ticks = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let task = task?.path();
+            // Other threads may end while this reads; hashing threads do not.
+            let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            if name.starts_with("authd-argon2") {
+                ticks += cpu_ticks(&std::fs::read_to_string(task.join("stat"))?)?;
+            }
+        }
+        let per_second = rustix::param::clock_ticks_per_second();
+        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    }
+
     /// Stops the server with SIGTERM, as an operator would.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
@@ -145,6 +164,20 @@ impl Server {
     }
 }
 
+/// User and system time, in clock ticks, of a `/proc/…/stat` line: its
+/// fields 14 and 15 (proc(5)), counted from the command name's closing
+/// parenthesis, which is field 2's end (the name may hold spaces and
+/// parentheses of its own).
+fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    let (_, after_name) = stat.rsplit_once(')').context("no command name")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |number: usize| -> anyhow::Result<u64> {
+        let raw = fields.get(number - 3).context("a short stat line")?;
+        Ok(raw.parse()?)
+    };
+    Ok(field(14)? + field(15)?)
+}
+
 fn read_rss(status: &Path) -> (u64, u64) {
     let text = std::fs::read_to_string(status).unwrap_or_default();
     let field = |name: &str| {
@@ -155,4 +188,19 @@ fn read_rss(status: &Path) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_user_and_system_time() {
+        let line = "42 (authd-argon2-0) R 1 42 42 0 -1 4194560 100 0 0 0 250 17 0 0 30 10 3 0";
+        assert_eq!(cpu_ticks(line).unwrap(), 267);
+        // A name with a parenthesis and a space of its own.
+        let line = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0";
+        assert_eq!(cpu_ticks(line).unwrap(), 11);
+        assert!(cpu_ticks("42 (short) S 1 2").is_err());
+    }
 }
