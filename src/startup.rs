@@ -108,6 +108,11 @@ impl Application {
             .context("cannot migrate the database")?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let passwords = Passwords::new(settings.password_cost, cores, settings.hashing_priority)?;
+        tracing::info!(
+            threads = cores,
+            priority = settings.hashing_priority.as_str(),
+            "started the password hashing threads"
+        );
         let tokens = AccessTokens::new(key, settings.tokens.clone());
         let verified =
             VerifiedTokens::new(settings.token_cache_bytes, settings.tokens.leeway.as_secs());

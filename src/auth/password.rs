@@ -128,6 +128,14 @@ impl FromStr for HashingPriority {
 }
 
 impl HashingPriority {
+    /// The flag's spelling of this priority.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Idle => "idle",
+        }
+    }
+
     /// Applies this priority to the calling thread. Lowering one's own
     /// priority needs no privilege; when it fails anyway the thread runs
     /// at the default priority, and the error says so.

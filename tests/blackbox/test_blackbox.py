@@ -5,6 +5,7 @@ configuration at all."""
 
 import json
 import os
+import pathlib
 import signal
 import socket
 import sqlite3
@@ -151,6 +152,21 @@ class Authd:
         return self.proc.wait(timeout=30)
 
 
+def hashing_threads(pid):
+    """(policy, nice) of each password-hashing thread of process `pid`, from
+    /proc: fields 41 and 19 of each thread's stat line, counted from the end
+    of its name (proc(5))."""
+    threads = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().startswith("authd-argon2"):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            threads.append((int(fields[41 - 3]), int(fields[19 - 3])))
+    return threads
+
+
+SCHED_OTHER, SCHED_IDLE = 0, 5
+
+
 def cli(database, *args, stdin=None, env=None):
     return subprocess.run([AUTHD, *args], env={**database.env(), "RUST_LOG": "info", **(env or {})},
                           cwd=database.workdir, input=stdin, capture_output=True, text=True, timeout=60)
@@ -211,6 +227,9 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
             assert not answer.valid
             assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
         assert database.revoked_rows() == 1
+        # Hashing runs at nice 10 unless asked otherwise.
+        threads = hashing_threads(server.proc.pid)
+        assert threads and all(t == (SCHED_OTHER, 10) for t in threads), threads
     finally:
         code = server.terminate()
     assert code == 0, server.output()
@@ -222,20 +241,23 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     for secret in (token, token.split(".")[2], PASSWORD, key_body, key_body[-20:]):
         assert secret not in log
 
-    # A new process over the same database, at the default log level: the
-    # logout holds; a Login gets its line, a ValidateToken (made on every
-    # request of every service) none.
-    server = Authd(database, rust_log=None)
+    # A new process over the same database, at the default log level and
+    # with hashing under SCHED_IDLE: the logout holds; a Login gets its
+    # line, a ValidateToken (made on every request of every service) none.
+    server = Authd(database, "--hashing-priority", "idle", rust_log=None)
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
             assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
             stub.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))
+        threads = hashing_threads(server.proc.pid)
+        assert threads and all(policy == SCHED_IDLE for policy, _ in threads), threads
     finally:
         assert server.terminate() == 0
     log = server.output()
     assert 'method="Login"' in log and 'method="ValidateToken"' not in log, log
+    assert 'priority="idle"' in log, log
 
 
 def test_purge_empties_revocations_after_expiry(pb, database):
