@@ -119,16 +119,15 @@ impl FromStr for HashingPriority {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        match raw {
-            "low" => Ok(Self::Low),
-            "idle" => Ok(Self::Idle),
-            _ => Err("must be low or idle".to_owned()),
-        }
+        [Self::Low, Self::Idle]
+            .into_iter()
+            .find(|priority| priority.as_str() == raw)
+            .ok_or_else(|| "must be low or idle".to_owned())
     }
 }
 
 impl HashingPriority {
-    /// The flag's spelling of this priority.
+    /// The flag's spelling of this priority, which [`FromStr`] reads.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Low => "low",

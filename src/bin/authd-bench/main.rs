@@ -82,9 +82,9 @@ struct Args {
     /// validate-hot (adds a few minutes).
     #[arg(long)]
     million: bool,
-    /// The servers' `--hashing-priority`.
-    #[arg(long, default_value = "low", value_parser = ["low", "idle"])]
-    hashing_priority: String,
+    /// The servers' `--hashing-priority`: low or idle.
+    #[arg(long, default_value = "low")]
+    hashing_priority: HashingPriority,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -114,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "authd-bench: {} connections x {} in flight, {:?} per scenario, {cores} cores; \
          servers at --hashing-priority {}",
-        args.connections, args.in_flight, args.duration, args.hashing_priority
+        args.connections,
+        args.in_flight,
+        args.duration,
+        args.hashing_priority.as_str()
     );
     let machine = machine_rates(cores).await?;
     println!("{machine}");
@@ -145,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             authd: args.authd.clone(),
             database_url,
             data_dir: dir.clone(),
-            hashing_priority: args.hashing_priority.clone(),
+            hashing_priority: args.hashing_priority,
         };
         let result = run_backend(&args, &target, backend, cores).await;
         let _ = std::fs::remove_dir_all(&dir);

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use authd::auth::HashingPriority;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -24,7 +25,7 @@ pub struct Target {
     /// `--data-dir` (the signing key; the SQLite file lives here too).
     pub data_dir: PathBuf,
     /// `--hashing-priority` of every server started.
-    pub hashing_priority: String,
+    pub hashing_priority: HashingPriority,
 }
 
 impl Target {
@@ -80,7 +81,7 @@ impl Server {
             .args(["--database-url", &target.database_url])
             .arg("--data-dir")
             .arg(&target.data_dir)
-            .args(["--hashing-priority", &target.hashing_priority])
+            .args(["--hashing-priority", target.hashing_priority.as_str()])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
