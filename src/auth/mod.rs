@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 pub use accounts::{AccountError, Accounts};
 pub use keys::{SigningKey, ensure_private};
 pub use password::{
-    HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordPolicy, Passwords,
+    HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordPolicy, Passwords, QueuePlace,
 };
 pub use revocations::RevocationState;
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
@@ -148,8 +148,10 @@ impl Authenticator {
     /// # Errors
     /// [`AuthError::InvalidCredentials`] for an unknown user, a wrong
     /// password or a disabled user; [`AuthError::Throttled`] during a
-    /// back-off, whatever the password; [`AuthError::Unavailable`] when the
-    /// database cannot be reached.
+    /// back-off, whatever the password; [`AuthError::Overloaded`] when the
+    /// hashing queue is full (before the database is asked anything) or the
+    /// check has not started a second after the Login arrived;
+    /// [`AuthError::Unavailable`] when the database cannot be reached.
     #[tracing::instrument(skip_all, fields(username = %username))]
     pub async fn login(
         &self,
@@ -158,15 +160,26 @@ impl Authenticator {
         client: Option<IpAddr>,
     ) -> Result<Session, AuthError> {
         let arrived = Instant::now();
-        let attempt = match self.throttle.admit(username, client).await? {
-            Ok(attempt) => attempt,
-            Err(Refusal::BackingOff(wait)) => {
+        let refused = |refusal| match refusal {
+            Refusal::BackingOff(wait) => {
                 tracing::info!(client = ?client, "login refused: backing off after failed logins");
-                return Err(AuthError::Throttled(wait));
+                AuthError::Throttled(wait)
             }
-            Err(Refusal::Busy) => return Err(AuthError::Overloaded),
+            Refusal::Busy => AuthError::Overloaded,
         };
-        let outcome = self.check_password(username, password, arrived).await;
+        let turn = self
+            .throttle
+            .turn(username, client)
+            .await
+            .map_err(refused)?;
+        // A Login the hashing threads would not get to within about a
+        // second is refused here, before it costs a database read.
+        let place = self
+            .passwords
+            .queue_place(arrived)
+            .map_err(|Overloaded| AuthError::Overloaded)?;
+        let attempt = self.throttle.admit(turn).await?.map_err(refused)?;
+        let outcome = self.check_password(username, password, place).await;
         let settlement = match &outcome {
             Ok(_) => Settlement::Succeeded,
             Err(AuthError::InvalidCredentials) => Settlement::Failed,
@@ -179,19 +192,19 @@ impl Authenticator {
 
     /// The user named `username`, when it exists, is enabled and
     /// `password` is its password; and whether its hash wants renewing.
-    /// Refused as overload when the check cannot start within about a
-    /// second of the Login's `arrived`.
+    /// Refused as overload when the check, in `place`, cannot start within
+    /// about a second of the Login's arrival.
     async fn check_password(
         &self,
         username: &Username,
         password: &Password,
-        arrived: Instant,
+        place: QueuePlace,
     ) -> Result<(UserRecord, bool), AuthError> {
         let user = self.store.find_user_by_name(username).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
         let check = self
             .passwords
-            .verify(password, stored_hash, arrived)
+            .verify(place, password, stored_hash)
             .await
             .map_err(|err| {
                 if err.is::<Overloaded>() {

@@ -1,9 +1,12 @@
 //! Password hashing with argon2id, off the async runtime and bounded, so a
 //! login flood can neither starve other requests nor exhaust memory: a
 //! fixed set of threads (one per core) runs the hashes, behind a queue that
-//! holds about a second of work. A check that finds the queue full, or that
-//! no thread took within a second of its caller's arrival (a Login's wait
-//! for its turn and for the database count), is refused ([`Overloaded`]).
+//! holds about a second of work. A check first takes a place in that queue
+//! ([`Passwords::queue_place`]), which a Login does before it asks the
+//! database anything, so that a Login refused for want of one costs no
+//! database read. A check that finds no place, or that no thread took
+//! within a second of its caller's arrival (a Login's wait for its turn and
+//! for the database count), is refused ([`Overloaded`]).
 
 use std::{
     str::FromStr,
@@ -15,6 +18,7 @@ use anyhow::Context as _;
 use argon2::{
     ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::Password;
 
@@ -227,6 +231,8 @@ impl Scratch {
 #[derive(Debug)]
 struct HashThreads {
     queue: mpsc::SyncSender<Job>,
+    /// One permit per job that may be queued or running at once.
+    places: Arc<Semaphore>,
 }
 
 impl HashThreads {
@@ -236,7 +242,10 @@ impl HashThreads {
         keep_blocks: usize,
         priority: HashingPriority,
     ) -> anyhow::Result<Self> {
-        let (queue, jobs) = mpsc::sync_channel::<Job>(queue_capacity);
+        // Every job holds a place until it has run, so the channel, as long
+        // as the places are many, never fills.
+        let places = queue_capacity.saturating_add(threads);
+        let (queue, jobs) = mpsc::sync_channel::<Job>(places);
         let jobs = Arc::new(Mutex::new(jobs));
         for n in 0..threads {
             let jobs = jobs.clone();
@@ -262,8 +271,22 @@ impl HashThreads {
                 })
                 .context("cannot start a password hashing thread")?;
         }
-        Ok(Self { queue })
+        Ok(Self {
+            queue,
+            places: Arc::new(Semaphore::new(places)),
+        })
     }
+}
+
+/// A place in the hashing queue, held from before a check's other work
+/// (a Login's database reads) until a hashing thread has run it.
+#[derive(Debug)]
+#[must_use = "a place is used by a check"]
+pub struct QueuePlace {
+    _permit: OwnedSemaphorePermit,
+    /// When the caller began to wait: a check that no thread took within
+    /// [`MAX_QUEUE_WAIT`] of it is refused.
+    waiting_since: Instant,
 }
 
 /// Hashes and verifies passwords.
@@ -325,11 +348,13 @@ impl Passwords {
     /// Hashes a password into a PHC string with a fresh random salt.
     ///
     /// # Errors
-    /// When argon2 fails, which only broken parameters cause.
+    /// [`Overloaded`] when the queue is full; otherwise when argon2 fails,
+    /// which only broken parameters cause.
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+        let place = self.queue_place(Instant::now())?;
         let password = password.clone();
         let argon2 = self.argon2.clone();
-        self.run_blocking(Instant::now(), move |_| {
+        self.run_blocking(place, move |_| {
             argon2
                 .hash_password(password.expose())
                 .map(|hash| hash.to_string())
@@ -344,24 +369,22 @@ impl Passwords {
     /// that is not argon2id, or whose cost is out of bounds, is refused
     /// without running it.
     ///
-    /// `waiting_since` is when the caller began to wait: a Login's arrival,
-    /// so that its wait for its turn and for the database count too, and
-    /// no Login is answered after queueing for more than about a second.
+    /// The check runs in `place`, taken by [`Self::queue_place`].
     ///
     /// # Errors
-    /// [`Overloaded`] when too many checks are waiting, or no hashing
-    /// thread took this one within a second of `waiting_since`.
+    /// [`Overloaded`] when no hashing thread took this check within a
+    /// second of when `place`'s caller began to wait.
     pub async fn verify(
         &self,
+        place: QueuePlace,
         password: &Password,
         stored: Option<&str>,
-        waiting_since: Instant,
     ) -> anyhow::Result<PasswordCheck> {
         let password = password.clone();
         let current = self.cost;
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
-        self.run_blocking(waiting_since, move |scratch| {
+        self.run_blocking(place, move |scratch| {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 tracing::error!("a stored password hash is not a PHC string; refused");
                 return PasswordCheck::Fails;
@@ -388,18 +411,44 @@ impl Passwords {
         .await
     }
 
-    /// Runs `work` on a hashing thread. Refused with [`Overloaded`] when
-    /// the queue is full, or when no thread took the work within a second
-    /// of `waiting_since` (its caller would rather hear no at once than
-    /// late).
+    /// A place in the queue for one check or hash, for a caller that began
+    /// to wait at `waiting_since`: a Login's arrival, so that its wait for
+    /// its turn and for the database count too, and no Login is answered
+    /// after queueing for more than about a second.
+    ///
+    /// # Errors
+    /// [`Overloaded`] when the queue holds about a second of work already.
+    pub fn queue_place(&self, waiting_since: Instant) -> Result<QueuePlace, Overloaded> {
+        let permit = self
+            .threads
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Overloaded)?;
+        Ok(QueuePlace {
+            _permit: permit,
+            waiting_since,
+        })
+    }
+
+    /// Runs `work` on a hashing thread, in `place`. Refused with
+    /// [`Overloaded`] when no thread took the work within a second of when
+    /// the place's caller began to wait (it would rather hear no at once
+    /// than late).
     async fn run_blocking<T: Send + 'static>(
         &self,
-        waiting_since: Instant,
+        place: QueuePlace,
         work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move |scratch| {
+            // The whole place moves in: it is given back when the job has
+            // run, or is dropped unrun, even if the caller stopped waiting.
+            let QueuePlace {
+                _permit: _held,
+                waiting_since,
+            } = place;
             if waiting_since.elapsed() > MAX_QUEUE_WAIT {
                 let _ = done.send(Err(Overloaded));
                 return;
@@ -484,6 +533,26 @@ mod tests {
         of_cost(64, 1, 2)
     }
 
+    /// Checks `password` against `stored` for a caller that began to wait
+    /// at `since`.
+    async fn check_since(
+        passwords: &Passwords,
+        password: &Password,
+        stored: Option<&str>,
+        since: Instant,
+    ) -> anyhow::Result<PasswordCheck> {
+        let place = passwords.queue_place(since)?;
+        passwords.verify(place, password, stored).await
+    }
+
+    async fn check(
+        passwords: &Passwords,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> anyhow::Result<PasswordCheck> {
+        check_since(passwords, password, stored, Instant::now()).await
+    }
+
     /// The scheduling policy and nice value of each of the two hashing
     /// threads of `passwords`: two jobs that wait for each other cannot
     /// both run on one thread.
@@ -493,7 +562,8 @@ mod tests {
         let both = Arc::new(std::sync::Barrier::new(2));
         let jobs = (0..2).map(|_| {
             let both = both.clone();
-            passwords.run_blocking(Instant::now(), move |_| {
+            let place = passwords.queue_place(Instant::now()).unwrap();
+            passwords.run_blocking(place, move |_| {
                 both.wait();
                 let policy = thread_priority::thread_schedule_policy().unwrap();
                 let me = rustix::thread::gettid();
@@ -543,11 +613,7 @@ mod tests {
         let hash = passwords.hash(&password).await.unwrap();
         let checks = (0..2_000).map(|_| {
             let (passwords, password, hash) = (passwords.clone(), password.clone(), hash.clone());
-            tokio::spawn(async move {
-                passwords
-                    .verify(&password, Some(&hash), Instant::now())
-                    .await
-            })
+            tokio::spawn(async move { check(&passwords, &password, Some(&hash)).await })
         });
         let (mut matched, mut refused) = (0, 0);
         for check in checks.collect::<Vec<_>>() {
@@ -565,6 +631,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_place_is_held_until_its_check_has_run_even_if_its_caller_gave_up() {
+        let passwords = of_cost(64, 1, 1);
+        let places = || passwords.threads.places.available_permits();
+        let all = places();
+        // The one thread runs a job that waits on `gate`, so the next check
+        // stays queued.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let place = passwords.queue_place(Instant::now()).unwrap();
+        let busy = tokio::spawn({
+            let passwords = passwords.clone();
+            async move {
+                passwords
+                    .run_blocking(place, move |_| {
+                        let _ = started.send(());
+                        let _ = gate.recv();
+                    })
+                    .await
+            }
+        });
+        running.await.unwrap();
+        let password = Password::parse("correct horse").unwrap();
+        let given_up = passwords.verify(
+            passwords.queue_place(Instant::now()).unwrap(),
+            &password,
+            None,
+        );
+        // Polled once, so queued, then dropped: its caller stopped waiting.
+        assert!(futures_util::FutureExt::now_or_never(given_up).is_none());
+        assert_eq!(places(), all - 2);
+
+        open.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        // The thread runs jobs in order: once this one has run, so has the
+        // one given up, and both places are back.
+        check(&passwords, &password, None).await.unwrap();
+        assert_eq!(places(), all);
+    }
+
+    #[tokio::test]
+    async fn places_run_out_then_come_back() {
+        let passwords = of_cost(64, 1, 1);
+        let held: Vec<_> = std::iter::from_fn(|| passwords.queue_place(Instant::now()).ok())
+            .take(100_000)
+            .collect();
+        assert!(held.len() > 1 && held.len() < 100_000, "{}", held.len());
+        assert!(passwords.queue_place(Instant::now()).is_err());
+        let password = Password::parse("correct horse").unwrap();
+        assert!(
+            check(&passwords, &password, None)
+                .await
+                .is_err_and(|err| err.is::<Overloaded>())
+        );
+        drop(held);
+        assert_eq!(
+            check(&passwords, &password, None).await.unwrap(),
+            PasswordCheck::Fails
+        );
+    }
+
+    #[tokio::test]
     async fn a_check_whose_caller_waited_a_second_already_is_refused() {
         let passwords = cheap();
         let password = Password::parse("correct horse").unwrap();
@@ -572,14 +699,13 @@ mod tests {
         let long_ago = Instant::now()
             .checked_sub(MAX_QUEUE_WAIT + Duration::from_millis(1))
             .unwrap();
-        let late = passwords.verify(&password, Some(&hash), long_ago).await;
+        let late = check_since(&passwords, &password, Some(&hash), long_ago).await;
         assert!(late.is_err_and(|err| err.is::<Overloaded>()));
         let just_in_time = Instant::now()
             .checked_sub(MAX_QUEUE_WAIT - Duration::from_millis(500))
             .unwrap();
         assert_eq!(
-            passwords
-                .verify(&password, Some(&hash), just_in_time)
+            check_since(&passwords, &password, Some(&hash), just_in_time)
                 .await
                 .unwrap(),
             PasswordCheck::Matches { rehash: false }
@@ -594,17 +720,11 @@ mod tests {
         let hash = passwords.hash(&right).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert_eq!(
-            passwords
-                .verify(&right, Some(&hash), Instant::now())
-                .await
-                .unwrap(),
+            check(&passwords, &right, Some(&hash)).await.unwrap(),
             PasswordCheck::Matches { rehash: false }
         );
         assert_eq!(
-            passwords
-                .verify(&wrong, Some(&hash), Instant::now())
-                .await
-                .unwrap(),
+            check(&passwords, &wrong, Some(&hash)).await.unwrap(),
             PasswordCheck::Fails
         );
     }
@@ -614,15 +734,11 @@ mod tests {
         let passwords = cheap();
         let password = Password::parse("anything").unwrap();
         assert_eq!(
-            passwords
-                .verify(&password, None, Instant::now())
-                .await
-                .unwrap(),
+            check(&passwords, &password, None).await.unwrap(),
             PasswordCheck::Fails
         );
         assert_eq!(
-            passwords
-                .verify(&password, Some("not a phc string"), Instant::now())
+            check(&passwords, &password, Some("not a phc string"))
                 .await
                 .unwrap(),
             PasswordCheck::Fails
@@ -636,9 +752,7 @@ mod tests {
         let password = Password::parse("correct horse").unwrap();
         let hash = old.hash(&password).await.unwrap();
         assert_eq!(
-            new.verify(&password, Some(&hash), Instant::now())
-                .await
-                .unwrap(),
+            check(&new, &password, Some(&hash)).await.unwrap(),
             PasswordCheck::Matches { rehash: true }
         );
     }
@@ -653,10 +767,7 @@ mod tests {
         let argon2i = hash.replace("$argon2id$", "$argon2i$");
         for stored in [greedy, argon2i] {
             assert_eq!(
-                passwords
-                    .verify(&password, Some(&stored), Instant::now())
-                    .await
-                    .unwrap(),
+                check(&passwords, &password, Some(&stored)).await.unwrap(),
                 PasswordCheck::Fails,
                 "{stored}"
             );
@@ -694,10 +805,7 @@ mod tests {
             for (password, matches) in [(&right, true), (&wrong, false)] {
                 let oracle = Argon2::default().verify_password(password.expose(), &parsed);
                 assert_eq!(oracle.is_ok(), matches, "{hash}");
-                let ours = one_thread
-                    .verify(password, Some(hash), Instant::now())
-                    .await
-                    .unwrap();
+                let ours = check(&one_thread, password, Some(hash)).await.unwrap();
                 assert_eq!(
                     matches!(ours, PasswordCheck::Matches { .. }),
                     matches,

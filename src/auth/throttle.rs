@@ -176,6 +176,25 @@ pub struct Attempt {
     _turn: Option<OwnedSemaphorePermit>,
 }
 
+/// A Login attempt's turn on its name, from [`LoginThrottle::turn`], to be
+/// admitted by [`LoginThrottle::admit`].
+#[derive(Debug)]
+#[must_use = "a turn is admitted or given up"]
+pub struct Turn {
+    /// `None` when throttling is off.
+    name: Option<NameTurn>,
+    address: Option<IpAddr>,
+    waiting_since: tokio::time::Instant,
+}
+
+/// The canonical name, its stripe of slots and the one slot taken.
+#[derive(Debug)]
+struct NameTurn {
+    key: String,
+    slots: Arc<Semaphore>,
+    permit: OwnedSemaphorePermit,
+}
+
 /// Why an attempt was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -201,23 +220,17 @@ impl LoginThrottle {
         }
     }
 
-    /// Waits for the name's turn, then admits a Login attempt for
-    /// `username` from `client`, or refuses it while either is backing off.
-    ///
-    /// # Errors
-    /// `Ok(Err(Refusal))` when refused; [`StoreError`] when the username's
-    /// count cannot be read (the attempt is then not made).
-    pub async fn admit(
-        &self,
-        username: &Username,
-        client: Option<IpAddr>,
-    ) -> Result<Result<Attempt, Refusal>, StoreError> {
+    /// Waits for the name's turn for a Login attempt for `username` from
+    /// `client`, or refuses it while the address is backing off. Nothing is
+    /// read from the store yet: [`Self::admit`] does that.
+    pub async fn turn(&self, username: &Username, client: Option<IpAddr>) -> Result<Turn, Refusal> {
+        let waiting_since = tokio::time::Instant::now();
         if self.settings.mode == ThrottleMode::Off {
-            return Ok(Ok(Attempt {
-                username: None,
+            return Ok(Turn {
+                name: None,
                 address: None,
-                _turn: None,
-            }));
+                waiting_since,
+            });
         }
         let now = OffsetDateTime::now_utc();
         let address = client
@@ -226,15 +239,45 @@ impl LoginThrottle {
         if let Some(address) = address {
             let record = self.lock_addresses().get(&address).copied();
             if let Some(wait) = self.settings.backing_off(record.as_ref(), now) {
-                return Ok(Err(Refusal::BackingOff(wait)));
+                return Err(Refusal::BackingOff(wait));
             }
         }
 
         let key = username.key();
-        let slots = &self.names[self.hasher.hash_one(&key) as usize % NAME_STRIPES];
-        let waiting_since = tokio::time::Instant::now();
-        let Some(mut turn) = take_turn(slots, 1, waiting_since).await else {
-            return Ok(Err(Refusal::Busy));
+        let slots = self.names[self.hasher.hash_one(&key) as usize % NAME_STRIPES].clone();
+        let permit = take_turn(&slots, 1, waiting_since)
+            .await
+            .ok_or(Refusal::Busy)?;
+        Ok(Turn {
+            name: Some(NameTurn { key, slots, permit }),
+            address,
+            waiting_since,
+        })
+    }
+
+    /// Admits the attempt whose name has its `turn`, or refuses it while
+    /// the name is backing off.
+    ///
+    /// # Errors
+    /// `Ok(Err(Refusal))` when refused; [`StoreError`] when the username's
+    /// count cannot be read (the attempt is then not made).
+    pub async fn admit(&self, turn: Turn) -> Result<Result<Attempt, Refusal>, StoreError> {
+        let Turn {
+            name,
+            address,
+            waiting_since,
+        } = turn;
+        let Some(NameTurn {
+            key,
+            slots,
+            permit: mut turn,
+        }) = name
+        else {
+            return Ok(Ok(Attempt {
+                username: None,
+                address: None,
+                _turn: None,
+            }));
         };
         let mut record = self.store.failed_logins(&key).await?;
         if record.is_some() {
@@ -243,7 +286,7 @@ impl LoginThrottle {
             // holding one could wait for each other), then read afresh.
             drop(turn);
             let all = self.settings.free_failures.max(1);
-            let Some(alone) = take_turn(slots, all, waiting_since).await else {
+            let Some(alone) = take_turn(&slots, all, waiting_since).await else {
                 return Ok(Err(Refusal::Busy));
             };
             turn = alone;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use authd::grpc::pb::TokenInvalidReason;
+use authd::{auth::ThrottleMode, grpc::pb::TokenInvalidReason};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -306,6 +306,56 @@ async fn calls_beyond_the_limit_in_flight_are_refused_at_once() {
     }
     proxy.restore();
     world.app.eventually_valid(&login.access_token).await;
+}
+
+/// A Login the hashing threads could not get to within about a second is
+/// refused before it asks the database anything: with the database
+/// silent, a flood beyond the hashing queue hears RESOURCE_EXHAUSTED at
+/// once, while the Logins that took the queue's places hang on the database.
+#[tokio::test]
+async fn logins_beyond_the_hashing_queue_are_refused_without_asking_the_database() {
+    let proxy = DbProxy::start().await;
+    let world = World::behind_with(&proxy, |settings| {
+        settings.max_calls_in_flight = 4096;
+        // Throttling's own refusals (a name's turn not coming) would be
+        // refusals too; this is about the hashing queue alone.
+        settings.login_throttle.mode = ThrottleMode::Off;
+    })
+    .await;
+
+    proxy.freeze();
+    // Far more than the queue's places: about a second of checks.
+    let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..1_000 {
+        let mut client = world.app.client.clone();
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            let answer = client
+                .login(authd::grpc::pb::LoginRequest {
+                    username: format!("user{n}"),
+                    password: "a password".to_owned(),
+                })
+                .await;
+            let _ = answered.send(answer.map(drop).map_err(|status| status.code()));
+        });
+    }
+    drop(answered);
+
+    // While the database is silent, nothing that asked it can answer before
+    // its 3 s deadline: the first answer is a refusal that never asked.
+    let first = answers.recv().await.unwrap();
+    assert_eq!(first, Err(Code::ResourceExhausted));
+    let mut refused = 1;
+    while let Some(answer) = answers.recv().await {
+        match answer {
+            Err(Code::ResourceExhausted) => refused += 1,
+            // Those that took a place and asked the silent database.
+            Err(Code::Unavailable) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused > 500, "{refused} refused");
+    proxy.restore();
 }
 
 /// A client flooding Login on its connection takes at most that

@@ -318,7 +318,10 @@ async fn check_all(
                 (passwords.clone(), password.clone(), hash.to_owned());
             checks.spawn(async move {
                 let start = Instant::now();
-                let check = passwords.verify(&password, Some(&hash), start).await;
+                let check = match passwords.queue_place(start) {
+                    Ok(place) => passwords.verify(place, &password, Some(&hash)).await,
+                    Err(overloaded) => Err(overloaded.into()),
+                };
                 (check, start.elapsed())
             });
         }
