@@ -444,16 +444,21 @@ impl Passwords {
         let span = tracing::Span::current();
         let job: Job = Box::new(move |scratch| {
             // The whole place moves in: it is given back when the job has
-            // run, or is dropped unrun, even if the caller stopped waiting.
+            // run (before its answer is sent, so a caller that has its
+            // answer finds the place free), or is dropped unrun, even if
+            // the caller stopped waiting.
             let QueuePlace {
-                _permit: _held,
+                _permit: permit,
                 waiting_since,
             } = place;
             if waiting_since.elapsed() > MAX_QUEUE_WAIT {
+                drop(permit);
                 let _ = done.send(Err(Overloaded));
                 return;
             }
-            let _ = done.send(Ok(span.in_scope(|| work(scratch))));
+            let answer = span.in_scope(|| work(scratch));
+            drop(permit);
+            let _ = done.send(Ok(answer));
         });
         match self.threads.queue.try_send(job) {
             Ok(()) => {}
@@ -664,8 +669,8 @@ mod tests {
 
         open.send(()).unwrap();
         busy.await.unwrap().unwrap();
-        // The thread runs jobs in order: once this one has run, so has the
-        // one given up, and both places are back.
+        // The thread runs jobs in order: once this check has its answer,
+        // the one given up has run too, and every place is back.
         check(&passwords, &password, None).await.unwrap();
         assert_eq!(places(), all);
     }
