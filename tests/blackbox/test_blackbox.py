@@ -263,7 +263,10 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
 def test_purge_empties_revocations_after_expiry(pb, database):
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "bob", "--password-stdin", stdin=PASSWORD).returncode == 0
-    server = Authd(database, "--access-token-ttl", "1s", "--leeway", "0s", "--purge-interval", "1s")
+    # Token times are whole seconds, so a token of a 1 s lifetime may
+    # expire a few milliseconds after it is issued, before its Logout (which
+    # then has nothing to keep): with 3 s it lives at least 2 s.
+    server = Authd(database, "--access-token-ttl", "3s", "--leeway", "0s", "--purge-interval", "1s")
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
