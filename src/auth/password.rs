@@ -230,7 +230,7 @@ impl Scratch {
 /// end when the last [`Passwords`] clone is dropped.
 #[derive(Debug)]
 struct HashThreads {
-    queue: mpsc::SyncSender<Job>,
+    queue: mpsc::Sender<Job>,
     /// One permit per job that may be queued or running at once.
     places: Arc<Semaphore>,
 }
@@ -242,10 +242,10 @@ impl HashThreads {
         keep_blocks: usize,
         priority: HashingPriority,
     ) -> anyhow::Result<Self> {
-        // Every job holds a place until it has run, so the channel, as long
-        // as the places are many, never fills.
+        // Every job holds a place until it has run: the places bound the
+        // queue.
         let places = queue_capacity.saturating_add(threads);
-        let (queue, jobs) = mpsc::sync_channel::<Job>(places);
+        let (queue, jobs) = mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
         for n in 0..threads {
             let jobs = jobs.clone();
@@ -451,22 +451,18 @@ impl Passwords {
                 _permit: permit,
                 waiting_since,
             } = place;
-            if waiting_since.elapsed() > MAX_QUEUE_WAIT {
-                drop(permit);
-                let _ = done.send(Err(Overloaded));
-                return;
-            }
-            let answer = span.in_scope(|| work(scratch));
+            let answer = if waiting_since.elapsed() > MAX_QUEUE_WAIT {
+                Err(Overloaded)
+            } else {
+                Ok(span.in_scope(|| work(scratch)))
+            };
             drop(permit);
-            let _ = done.send(Ok(answer));
+            let _ = done.send(answer);
         });
-        match self.threads.queue.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => return Err(Overloaded.into()),
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                anyhow::bail!("the password hashing threads are gone")
-            }
-        }
+        self.threads
+            .queue
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the password hashing threads are gone"))?;
         result
             .await
             .context("a password hashing thread failed")?
