@@ -13,9 +13,9 @@ use crate::{
     auth::{Accounts, HashCost, HashingPriority, Passwords},
     config::{Cli, Command, PurgeArgs, ServeArgs, StorageArgs, UserCommand},
     domain::{Password, Username},
-    jobs::purge::purge_once,
+    jobs::purge::{PurgePass, purge_once},
     startup::Application,
-    store::{PurgeOutcome, Store},
+    store::Store,
 };
 
 /// Runs the command line's subcommand.
@@ -78,12 +78,14 @@ async fn open_store(args: &StorageArgs) -> anyhow::Result<Store> {
 
 async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.storage).await?;
-    match purge_once(&store, args.purge_batch_size).await? {
-        PurgeOutcome::Removed(rows) => {
-            println!("{rows}");
+    match purge_once(&store, &args.settings()).await? {
+        PurgePass::Done(report) => {
+            println!("revocations: {}", report.revocations);
+            println!("deleted users: {}", report.deleted_users);
+            println!("failed logins: {}", report.failed_logins);
             Ok(())
         }
-        PurgeOutcome::Busy => bail!("another authd instance is purging right now; try again later"),
+        PurgePass::Busy => bail!("another authd instance is purging right now; try again later"),
     }
 }
 

@@ -12,11 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::{
-    auth::{
-        HashCost, HashingPriority, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings,
-    },
+    auth::{HashingPriority, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings},
     domain::Role,
-    jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
+    jobs::purge::PurgeSettings,
     startup::ServeSettings,
     store::{DatabaseSettings, DatabaseUrl},
     tls::TlsSettings,
@@ -50,7 +48,8 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Delete expired revocations once, print how many, and exit.
+    /// Run one purge pass (expired revocations, deleted users, old failed
+    /// Logins), print what it deleted, and exit.
     Purge(PurgeArgs),
 }
 
@@ -75,7 +74,7 @@ pub struct StorageArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "AUTHD_LISTEN", default_value_t = ServeSettings::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -86,49 +85,54 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHD_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
     /// The `iss` claim written into and required of tokens.
-    #[arg(long, env = "AUTHD_ISSUER", default_value = "authd", value_parser = non_empty)]
+    #[arg(long, env = "AUTHD_ISSUER", default_value_t = TokenSettings::default().issuer,
+          value_parser = non_empty)]
     pub issuer: String,
     /// The `aud` claim written into and required of tokens.
-    #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd", value_parser = non_empty)]
+    #[arg(long, env = "AUTHD_AUDIENCE", default_value_t = TokenSettings::default().audience,
+          value_parser = non_empty)]
     pub audience: String,
-    /// Lifetime of access tokens (humantime: 90s, 15m, 1h).
-    #[arg(long, env = "AUTHD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = positive_duration)]
-    pub access_token_ttl: Duration,
-    /// Clock skew forgiven when checking `exp` and `iat`.
-    #[arg(long, env = "AUTHD_LEEWAY", default_value = "5s", value_parser = duration)]
-    pub leeway: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lifetimes: LifetimeArgs,
     /// Time between purges of expired revocations.
-    #[arg(long, env = "AUTHD_PURGE_INTERVAL", default_value = "5m", value_parser = positive_duration)]
-    pub purge_interval: Duration,
+    #[arg(long, env = "AUTHD_PURGE_INTERVAL", value_parser = positive_duration,
+          default_value_t = PurgeSettings::DEFAULT_INTERVAL.into())]
+    pub purge_interval: humantime::Duration,
     /// Rows deleted per purge statement.
-    #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = 10_000,
+    #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = PurgeSettings::DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub purge_batch_size: u32,
     /// How long shutdown waits for calls in flight before dropping them.
-    #[arg(long, env = "AUTHD_SHUTDOWN_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
-    pub shutdown_grace_period: Duration,
+    #[arg(long, env = "AUTHD_SHUTDOWN_GRACE_PERIOD", value_parser = duration,
+          default_value_t = ServeSettings::DEFAULT_SHUTDOWN_GRACE_PERIOD.into())]
+    pub shutdown_grace_period: humantime::Duration,
     /// How long one call may run before it is cancelled (CANCELLED).
-    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub request_timeout: Duration,
+    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_parser = positive_duration,
+          default_value_t = ServeSettings::DEFAULT_REQUEST_TIMEOUT.into())]
+    pub request_timeout: humantime::Duration,
     /// Memory for verified tokens, which then skip the signature check on
     /// their next ValidateToken (revocation is checked on every call); 0
     /// turns the cache off.
-    #[arg(long, env = "AUTHD_TOKEN_CACHE_MIB", default_value_t = 32)]
+    #[arg(long, env = "AUTHD_TOKEN_CACHE_MIB",
+          default_value_t = ServeSettings::DEFAULT_TOKEN_CACHE_BYTES >> 20)]
     pub token_cache_mib: u64,
     /// Throttling of failed Logins: `on` counts failures per username and
     /// per client address, `username` per username only (behind a gateway
     /// whose address all Logins share), `off` not at all.
-    #[arg(long, env = "AUTHD_LOGIN_THROTTLE", default_value = "on")]
+    #[arg(long, env = "AUTHD_LOGIN_THROTTLE", default_value_t = ThrottleSettings::default().mode)]
     pub login_throttle: ThrottleMode,
     /// Failed Logins allowed per username (and per address) before the
     /// back-off starts; each further failure doubles it.
-    #[arg(long, env = "AUTHD_LOGIN_THROTTLE_FAILURES", default_value_t = 5,
+    #[arg(long, env = "AUTHD_LOGIN_THROTTLE_FAILURES",
+          default_value_t = ThrottleSettings::default().free_failures,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_throttle_failures: u32,
     /// AuthService calls in flight at most, over all connections; more are
     /// refused at once with RESOURCE_EXHAUSTED (health checks are not
     /// counted).
-    #[arg(long, env = "AUTHD_MAX_CALLS_IN_FLIGHT", default_value_t = 1024,
+    #[arg(long, env = "AUTHD_MAX_CALLS_IN_FLIGHT",
+          default_value_t = ServeSettings::DEFAULT_MAX_CALLS_IN_FLIGHT as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_calls_in_flight: u32,
     /// Serve TLS with this certificate chain (PEM, leaf first); needs
@@ -141,16 +145,52 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "AUTHD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-    /// The longest back-off after failed Logins.
-    #[arg(long, env = "AUTHD_LOGIN_THROTTLE_MAX_BACKOFF", default_value = "15m", value_parser = positive_duration)]
-    pub login_throttle_max_backoff: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub max_backoff: MaxBackoffArgs,
     /// How password hashing shares the CPU with the calls it serves: `low`
     /// (nice 10: Logins keep a share of a CPU that ValidateToken
     /// saturates) or `idle` (SCHED_IDLE: hashing only uses CPU nothing
     /// else of the service wants, so ValidateToken never waits behind it,
     /// and Logins all but stop while ValidateToken saturates the CPU).
-    #[arg(long, env = "AUTHD_HASHING_PRIORITY", default_value = "low")]
+    #[arg(long, env = "AUTHD_HASHING_PRIORITY", default_value_t = HashingPriority::default())]
     pub hashing_priority: HashingPriority,
+}
+
+/// How long tokens live: what `serve` issues, and what the purge must keep
+/// deleted users for.
+#[derive(Debug, Args)]
+pub struct LifetimeArgs {
+    /// Lifetime of access tokens (humantime: 90s, 15m, 1h).
+    #[arg(long, env = "AUTHD_ACCESS_TOKEN_TTL", value_parser = positive_duration,
+          default_value_t = TokenSettings::default().ttl.into())]
+    pub access_token_ttl: humantime::Duration,
+    /// Clock skew forgiven when checking `exp` and `iat`.
+    #[arg(long, env = "AUTHD_LEEWAY", value_parser = duration,
+          default_value_t = TokenSettings::default().leeway.into())]
+    pub leeway: humantime::Duration,
+}
+
+/// The longest back-off: what `serve` throttles with, and how long the purge
+/// keeps failed Logins.
+#[derive(Debug, Args)]
+pub struct MaxBackoffArgs {
+    /// The longest back-off after failed Logins.
+    #[arg(long, env = "AUTHD_LOGIN_THROTTLE_MAX_BACKOFF", value_parser = positive_duration,
+          default_value_t = ThrottleSettings::default().max_backoff.into())]
+    pub login_throttle_max_backoff: humantime::Duration,
+}
+
+impl LifetimeArgs {
+    /// The token settings with these lifetimes and the given claims.
+    fn tokens(&self, issuer: &str, audience: &str) -> TokenSettings {
+        TokenSettings {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl: *self.access_token_ttl,
+            leeway: *self.leeway,
+        }
+    }
 }
 
 /// The user subcommands; each takes the storage flags after its name.
@@ -199,7 +239,8 @@ pub struct NewPasswordArgs {
     #[arg(long)]
     pub password_stdin: bool,
     /// The fewest characters a new password may have.
-    #[arg(long, env = "AUTHD_MIN_PASSWORD_LENGTH", default_value_t = 8)]
+    #[arg(long, env = "AUTHD_MIN_PASSWORD_LENGTH",
+          default_value_t = PasswordPolicy::default().min_chars)]
     pub min_password_length: usize,
 }
 
@@ -266,9 +307,31 @@ pub struct PurgeArgs {
     #[allow(missing_docs)]
     pub storage: StorageArgs,
     /// Rows deleted per statement.
-    #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = 10_000,
+    #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = PurgeSettings::DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub purge_batch_size: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lifetimes: LifetimeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub max_backoff: MaxBackoffArgs,
+}
+
+impl PurgeArgs {
+    /// The purge settings these flags describe, as `serve` with the same
+    /// flags would purge.
+    pub fn settings(&self) -> PurgeSettings {
+        let tokens = self.lifetimes.tokens("", "");
+        let throttle = ThrottleSettings {
+            max_backoff: *self.max_backoff.login_throttle_max_backoff,
+            ..ThrottleSettings::default()
+        };
+        PurgeSettings {
+            batch_size: self.purge_batch_size,
+            ..PurgeSettings::new(&tokens, &throttle)
+        }
+    }
 }
 
 impl Cli {
@@ -349,34 +412,29 @@ impl StorageArgs {
 impl ServeArgs {
     /// The settings of the server these flags describe.
     pub fn settings(&self) -> ServeSettings {
-        let throttle = ThrottleSettings {
+        let defaults = ServeSettings::new(
+            self.storage.database(),
+            self.signing_key_file
+                .clone()
+                .unwrap_or_else(|| self.storage.data_dir.join("signing-key.pem")),
+        );
+        let tokens = self.lifetimes.tokens(&self.issuer, &self.audience);
+        let login_throttle = ThrottleSettings {
             mode: self.login_throttle,
             free_failures: self.login_throttle_failures,
-            max_backoff: self.login_throttle_max_backoff,
-            ..ThrottleSettings::default()
+            max_backoff: *self.max_backoff.login_throttle_max_backoff,
+            ..defaults.login_throttle
         };
         ServeSettings {
             listen: self.listen,
-            database: self.storage.database(),
-            signing_key_file: self
-                .signing_key_file
-                .clone()
-                .unwrap_or_else(|| self.storage.data_dir.join("signing-key.pem")),
-            tokens: TokenSettings {
-                issuer: self.issuer.clone(),
-                audience: self.audience.clone(),
-                ttl: self.access_token_ttl,
-                leeway: self.leeway,
-            },
-            password_cost: HashCost::default(),
             hashing_priority: self.hashing_priority,
             purge: PurgeSettings {
-                interval: self.purge_interval,
+                interval: *self.purge_interval,
                 batch_size: self.purge_batch_size,
-                deleted_user_retention: self.access_token_ttl + self.leeway,
-                failed_login_memory: throttle.memory(),
+                ..PurgeSettings::new(&tokens, &login_throttle)
             },
-            login_throttle: throttle,
+            tokens,
+            login_throttle,
             max_calls_in_flight: self.max_calls_in_flight as usize,
             tls: self
                 .tls_cert
@@ -387,10 +445,10 @@ impl ServeArgs {
                     key,
                     client_ca: self.tls_client_ca.clone(),
                 }),
-            shutdown_grace_period: self.shutdown_grace_period,
-            request_timeout: self.request_timeout,
+            shutdown_grace_period: *self.shutdown_grace_period,
+            request_timeout: *self.request_timeout,
             token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),
-            revocation_sync: SyncSettings::default(),
+            ..defaults
         }
     }
 }
@@ -414,13 +472,14 @@ fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     raw.parse()
 }
 
-fn duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw).map_err(|err| format!("{err} (examples: 500ms, 90s, 15m, 1h)"))
+fn duration(raw: &str) -> Result<humantime::Duration, String> {
+    raw.parse::<humantime::Duration>()
+        .map_err(|err| format!("{err} (examples: 500ms, 90s, 15m, 1h)"))
 }
 
-fn positive_duration(raw: &str) -> Result<Duration, String> {
+fn positive_duration(raw: &str) -> Result<humantime::Duration, String> {
     match duration(raw)? {
-        d if d < Duration::from_secs(1) => Err("must be at least 1s".to_owned()),
+        d if *d < Duration::from_secs(1) => Err("must be at least 1s".to_owned()),
         d => Ok(d),
     }
 }

@@ -1,3 +1,6 @@
+//! The `authd` binary: parses the command line, starts logging, runs the
+//! subcommand ([`authd::commands`]).
+
 use std::process::ExitCode;
 
 use authd::{commands, config::Cli, telemetry};

@@ -1,6 +1,12 @@
 //! Builds the server from its settings and runs it until told to stop.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -76,6 +82,44 @@ pub struct ServeSettings {
     pub max_calls_in_flight: usize,
     /// TLS (and mutual TLS); plaintext when `None`.
     pub tls: Option<TlsSettings>,
+}
+
+impl ServeSettings {
+    /// Where authd listens by default: loopback only, since plaintext.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
+    /// The default shutdown grace period.
+    pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(10);
+    /// The default limit on one call's run time.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default memory for verified tokens.
+    pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 32 << 20;
+    /// The default limit on AuthService calls in flight.
+    pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
+
+    /// authd's defaults, on `database`, signing with the key in
+    /// `signing_key_file`: the one place every default is written (the
+    /// command line, the tests and the load generator start from here).
+    pub fn new(database: DatabaseSettings, signing_key_file: PathBuf) -> Self {
+        let tokens = TokenSettings::default();
+        let login_throttle = ThrottleSettings::default();
+        Self {
+            listen: Self::DEFAULT_LISTEN,
+            database,
+            signing_key_file,
+            purge: PurgeSettings::new(&tokens, &login_throttle),
+            tokens,
+            password_cost: HashCost::default(),
+            hashing_priority: HashingPriority::default(),
+            shutdown_grace_period: Self::DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            token_cache_bytes: Self::DEFAULT_TOKEN_CACHE_BYTES,
+            revocation_sync: SyncSettings::default(),
+            login_throttle,
+            max_calls_in_flight: Self::DEFAULT_MAX_CALLS_IN_FLIGHT,
+            tls: None,
+        }
+    }
 }
 
 /// A server that is bound and connected, ready to run.

@@ -3,7 +3,7 @@
 //! validation, and the bytes of a request message before the handlers parse
 //! it. Nothing here may panic, and no token but the one issued may verify.
 
-use std::{sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
 use authd::{
     auth::{AccessTokens, SigningKey, TokenSettings},
@@ -17,15 +17,7 @@ use prost::Message as _;
 static TOKENS: LazyLock<(AccessTokens, String)> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::load_or_generate(&dir.path().join("key.pem")).unwrap();
-    let tokens = AccessTokens::new(
-        key,
-        TokenSettings {
-            issuer: "authd".to_owned(),
-            audience: "authd".to_owned(),
-            ttl: Duration::from_secs(900),
-            leeway: Duration::from_secs(5),
-        },
-    );
+    let tokens = AccessTokens::new(key, TokenSettings::default());
     let issued = tokens
         .issue(
             UserId::generate(),
@@ -39,6 +31,11 @@ static TOKENS: LazyLock<(AccessTokens, String)> = LazyLock::new(|| {
 });
 
 /// Text shaped like a JWT: dot-separated base64url-ish segments.
+/// Whether `message` survives encoding and decoding unchanged.
+fn reencodes<M: prost::Message + Default + PartialEq>(message: &M) -> bool {
+    M::decode(message.encode_to_vec().as_slice()).is_ok_and(|again| again == *message)
+}
+
 fn jwt_shaped() -> impl Strategy<Value = String> {
     prop::collection::vec("[A-Za-z0-9_=+/-]{0,120}", 1..6).prop_map(|parts| parts.join("."))
 }
@@ -88,17 +85,20 @@ proptest! {
 
     /// What the handlers do with a request's bytes: decode the message,
     /// then parse its fields into domain values. Either step may refuse;
-    /// neither may panic.
+    /// neither may panic; what decodes re-encodes to an equal message.
     #[test]
     fn request_bytes_decode_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         if let Ok(login) = LoginRequest::decode(bytes.as_slice()) {
+            prop_assert!(reencodes(&login));
             let _ = Username::parse(login.username).map(|name| name.key());
             let _ = Password::parse(login.password);
         }
         if let Ok(logout) = LogoutRequest::decode(bytes.as_slice()) {
+            prop_assert!(reencodes(&logout));
             let _ = AccessToken::parse(logout.access_token);
         }
         if let Ok(validate) = ValidateTokenRequest::decode(bytes.as_slice()) {
+            prop_assert!(reencodes(&validate));
             let text = validate.access_token.clone();
             if AccessToken::parse(validate.access_token).is_ok() {
                 prop_assert!(TOKENS.0.verify(&text).is_err());

@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use std::{sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
 use authd::auth::{AccessTokens, SigningKey, TokenSettings};
 use libfuzzer_sys::fuzz_target;
@@ -14,12 +14,7 @@ static TOKENS: LazyLock<AccessTokens> = LazyLock::new(|| {
     let _ = std::fs::remove_file(&path);
     AccessTokens::new(
         key,
-        TokenSettings {
-            issuer: "authd".to_owned(),
-            audience: "authd".to_owned(),
-            ttl: Duration::from_secs(900),
-            leeway: Duration::from_secs(5),
-        },
+        TokenSettings::default(),
     )
 });
 

@@ -26,7 +26,7 @@ pub enum AccountError {
     PasswordTooShort(usize),
     /// Hashing failed.
     #[error("cannot hash the password")]
-    Hashing(#[source] anyhow::Error),
+    Hashing(#[source] super::PasswordError),
 }
 
 /// The account use cases.

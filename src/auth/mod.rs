@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 pub use accounts::{AccountError, Accounts};
 pub use keys::{SigningKey, ensure_private};
 pub use password::{
-    HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordPolicy, Passwords, QueuePlace,
+    HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordError, PasswordPolicy, Passwords,
+    QueuePlace,
 };
 pub use revocations::RevocationState;
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
@@ -64,6 +65,31 @@ pub enum AuthError {
     /// Anything else: a bug or a broken deployment.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<Refusal> for AuthError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::BackingOff(wait) => Self::Throttled(wait),
+            Refusal::Busy => Self::Overloaded,
+            Refusal::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(err: PasswordError) -> Self {
+        match err {
+            PasswordError::Overloaded(_) => Self::Overloaded,
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<Overloaded> for AuthError {
+    fn from(Overloaded: Overloaded) -> Self {
+        Self::Overloaded
+    }
 }
 
 impl From<StoreError> for AuthError {
@@ -160,32 +186,19 @@ impl Authenticator {
         client: Option<IpAddr>,
     ) -> Result<Session, AuthError> {
         let arrived = Instant::now();
-        let refused = |refusal| match refusal {
-            Refusal::BackingOff(wait) => {
-                tracing::info!(client = ?client, "login refused: backing off after failed logins");
-                AuthError::Throttled(wait)
-            }
-            Refusal::Busy => AuthError::Overloaded,
-        };
-        let turn = self
-            .throttle
-            .turn(username, client)
-            .await
-            .map_err(refused)?;
+        let turn = self.throttle.begin(username, client).await?;
         // A Login the hashing threads would not get to within about a
         // second is refused here, before it costs a database read.
-        let place = self
-            .passwords
-            .queue_place(arrived)
-            .map_err(|Overloaded| AuthError::Overloaded)?;
-        let attempt = self.throttle.admit(turn).await?.map_err(refused)?;
+        let place = self.passwords.queue_place(arrived)?;
+        let attempt = turn.admit().await?;
         let outcome = self.check_password(username, password, place).await;
-        let settlement = match &outcome {
-            Ok(_) => Settlement::Succeeded,
-            Err(AuthError::InvalidCredentials) => Settlement::Failed,
-            Err(_) => Settlement::NotTried,
-        };
-        self.throttle.settle(attempt, settlement).await;
+        attempt
+            .settle(match &outcome {
+                Ok(_) => Settlement::Succeeded,
+                Err(AuthError::InvalidCredentials) => Settlement::Failed,
+                Err(_) => Settlement::NotTried,
+            })
+            .await;
         let (user, rehash) = outcome?;
         self.issue(user, rehash, password).await
     }
@@ -202,17 +215,7 @@ impl Authenticator {
     ) -> Result<(UserRecord, bool), AuthError> {
         let user = self.store.find_user_by_name(username).await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
-        let check = self
-            .passwords
-            .verify(place, password, stored_hash)
-            .await
-            .map_err(|err| {
-                if err.is::<Overloaded>() {
-                    AuthError::Overloaded
-                } else {
-                    AuthError::Internal(err)
-                }
-            })?;
+        let check = self.passwords.verify(place, password, stored_hash).await?;
         match (user, check) {
             (Some(user), PasswordCheck::Matches { rehash }) if user.disabled_at.is_none() => {
                 Ok((user, rehash))
@@ -343,8 +346,8 @@ impl Authenticator {
                 .store
                 .replace_password_hash(UserId::from(user.id), &user.password_hash, &hash)
                 .await
-                .map_err(anyhow::Error::from),
-            Err(err) => Err(err),
+                .map_err(AuthError::from),
+            Err(err) => Err(AuthError::from(err)),
         };
         match upgraded {
             Ok(true) => {

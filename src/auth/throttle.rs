@@ -40,16 +40,31 @@ pub enum ThrottleMode {
     Off,
 }
 
+impl ThrottleMode {
+    /// The flag's spelling of this mode, which [`FromStr`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Username => "username",
+            Self::Off => "off",
+        }
+    }
+}
+
 impl FromStr for ThrottleMode {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        match raw {
-            "on" => Ok(Self::On),
-            "username" => Ok(Self::Username),
-            "off" => Ok(Self::Off),
-            _ => Err("must be on, username or off".to_owned()),
-        }
+        [Self::On, Self::Username, Self::Off]
+            .into_iter()
+            .find(|mode| mode.as_str() == raw)
+            .ok_or_else(|| "must be on, username or off".to_owned())
+    }
+}
+
+impl std::fmt::Display for ThrottleMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -153,7 +168,10 @@ const NAME_STRIPES: usize = 1024;
 /// refused in about a second.
 const MAX_TURN_WAIT: Duration = Duration::from_millis(500);
 
-/// The failed-Login counts and back-offs.
+/// The failed-Login counts and back-offs. A Login goes through it in
+/// three steps: [`LoginThrottle::begin`] (the name's turn, from memory),
+/// [`Turn::admit`] (the name's failures, from the store) and
+/// [`Attempt::settle`] (what the password check found).
 #[derive(Debug)]
 pub struct LoginThrottle {
     settings: ThrottleSettings,
@@ -165,29 +183,19 @@ pub struct LoginThrottle {
     hasher: RandomState,
 }
 
-/// An attempt admitted by [`LoginThrottle::admit`], to be settled. It holds
-/// its name's turn (one of five, or all of them) until it is settled.
-#[derive(Debug)]
-#[must_use = "an attempt is settled once its outcome is known"]
-pub struct Attempt {
-    /// The canonical name, and whether it has failures to clear.
-    username: Option<(String, bool)>,
-    address: Option<IpAddr>,
-    _turn: Option<OwnedSemaphorePermit>,
-}
-
-/// A Login attempt's turn on its name, from [`LoginThrottle::turn`], to be
-/// admitted by [`LoginThrottle::admit`].
+/// A Login attempt that has its name's turn, from [`LoginThrottle::begin`]:
+/// nothing has been read from the store yet.
 #[derive(Debug)]
 #[must_use = "a turn is admitted or given up"]
-pub struct Turn {
+pub struct Turn<'a> {
+    throttle: &'a LoginThrottle,
     /// `None` when throttling is off.
     name: Option<NameTurn>,
     address: Option<IpAddr>,
     waiting_since: tokio::time::Instant,
 }
 
-/// The canonical name, its stripe of slots and the one slot taken.
+/// The canonical name, its stripe of slots and the slot taken.
 #[derive(Debug)]
 struct NameTurn {
     key: String,
@@ -195,14 +203,31 @@ struct NameTurn {
     permit: OwnedSemaphorePermit,
 }
 
+/// An attempt admitted by [`Turn::admit`], to be settled. It holds its
+/// name's turn (one of five, or all of them) until it is settled.
+#[derive(Debug)]
+#[must_use = "an attempt is settled once its outcome is known"]
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    /// The canonical name, and whether it has failures to clear.
+    username: Option<(String, bool)>,
+    address: Option<IpAddr>,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
 /// Why an attempt was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// A back-off runs for this long yet.
+    #[error("backing off after failed logins")]
     BackingOff(Duration),
     /// The name's turn did not come within half a second: too many
     /// attempts on it at once.
+    #[error("too many attempts on one name at once")]
     Busy,
+    /// The name's failures could not be read; the attempt is not made.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl LoginThrottle {
@@ -220,25 +245,37 @@ impl LoginThrottle {
         }
     }
 
-    /// Waits for the name's turn for a Login attempt for `username` from
-    /// `client`, or refuses it while the address is backing off. Nothing is
-    /// read from the store yet: [`Self::admit`] does that.
-    pub async fn turn(&self, username: &Username, client: Option<IpAddr>) -> Result<Turn, Refusal> {
+    /// Begins a Login attempt for `username` from `client`: waits for the
+    /// name's turn, or refuses it while the address is backing off.
+    ///
+    /// # Errors
+    /// [`Refusal::BackingOff`] during the address's back-off;
+    /// [`Refusal::Busy`] when the turn does not come in time.
+    pub async fn begin(
+        &self,
+        username: &Username,
+        client: Option<IpAddr>,
+    ) -> Result<Turn<'_>, Refusal> {
         let waiting_since = tokio::time::Instant::now();
+        let mut turn = Turn {
+            throttle: self,
+            name: None,
+            address: None,
+            waiting_since,
+        };
         if self.settings.mode == ThrottleMode::Off {
-            return Ok(Turn {
-                name: None,
-                address: None,
-                waiting_since,
-            });
+            return Ok(turn);
         }
-        let now = OffsetDateTime::now_utc();
-        let address = client
+        turn.address = client
             .filter(|_| self.settings.mode == ThrottleMode::On)
             .map(address_key);
-        if let Some(address) = address {
+        if let Some(address) = turn.address {
             let record = self.lock_addresses().get(&address).copied();
-            if let Some(wait) = self.settings.backing_off(record.as_ref(), now) {
+            if let Some(wait) = self
+                .settings
+                .backing_off(record.as_ref(), OffsetDateTime::now_utc())
+            {
+                tracing::info!(client = %address, "login refused: the address is backing off");
                 return Err(Refusal::BackingOff(wait));
             }
         }
@@ -248,88 +285,15 @@ impl LoginThrottle {
         let permit = take_turn(&slots, 1, waiting_since)
             .await
             .ok_or(Refusal::Busy)?;
-        Ok(Turn {
-            name: Some(NameTurn { key, slots, permit }),
-            address,
-            waiting_since,
-        })
+        turn.name = Some(NameTurn { key, slots, permit });
+        Ok(turn)
     }
 
-    /// Admits the attempt whose name has its `turn`, or refuses it while
-    /// the name is backing off.
-    ///
-    /// # Errors
-    /// `Ok(Err(Refusal))` when refused; [`StoreError`] when the username's
-    /// count cannot be read (the attempt is then not made).
-    pub async fn admit(&self, turn: Turn) -> Result<Result<Attempt, Refusal>, StoreError> {
-        let Turn {
-            name,
-            address,
-            waiting_since,
-        } = turn;
-        let Some(NameTurn {
-            key,
-            slots,
-            permit: mut turn,
-        }) = name
-        else {
-            return Ok(Ok(Attempt {
-                username: None,
-                address: None,
-                _turn: None,
-            }));
-        };
-        let mut record = self.store.failed_logins(&key).await?;
-        if record.is_some() {
-            // Failures on record: one check at a time, each seeing the
-            // failures before it. Let go first (two waiting for more while
-            // holding one could wait for each other), then read afresh.
-            drop(turn);
-            let all = self.settings.free_failures.max(1);
-            let Some(alone) = take_turn(&slots, all, waiting_since).await else {
-                return Ok(Err(Refusal::Busy));
-            };
-            turn = alone;
-            record = self.store.failed_logins(&key).await?;
-        }
-        if let Some(wait) = self
-            .settings
-            .backing_off(record.as_ref(), OffsetDateTime::now_utc())
-        {
-            return Ok(Err(Refusal::BackingOff(wait)));
-        }
-        Ok(Ok(Attempt {
-            username: Some((key, record.is_some())),
-            address,
-            _turn: Some(turn),
-        }))
-    }
-
-    /// Records how an admitted attempt ended, then lets the next attempt on
-    /// its name go. A failure to record it is logged.
-    pub async fn settle(&self, attempt: Attempt, outcome: Settlement) {
-        let Some((key, had_failures)) = &attempt.username else {
-            return;
-        };
-        let now = OffsetDateTime::now_utc();
-        let recorded = match outcome {
-            Settlement::NotTried => Ok(()),
-            Settlement::Succeeded if !had_failures => Ok(()),
-            Settlement::Succeeded => self.store.update_failed_logins(key, |_| None).await,
-            Settlement::Failed => {
-                if let Some(address) = attempt.address {
-                    let mut table = self.lock_addresses();
-                    let record = self.settings.failed(table.get(&address).copied(), now);
-                    table.insert(address, record);
-                }
-                self.store
-                    .update_failed_logins(key, |record| Some(self.settings.failed(record, now)))
-                    .await
-            }
-        };
-        if let Err(err) = recorded {
-            tracing::warn!(error = %err, "could not record the end of a login attempt");
-        }
+    /// Counts one more failure from `address` (an address key).
+    fn count_address_failure(&self, address: IpAddr, now: OffsetDateTime) {
+        let mut table = self.lock_addresses();
+        let record = self.settings.failed(table.get(&address).copied(), now);
+        table.insert(address, record);
     }
 
     /// How many addresses are remembered now.
@@ -344,6 +308,89 @@ impl LoginThrottle {
         self.addresses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<'a> Turn<'a> {
+    /// Admits the attempt, or refuses it while its name is backing off.
+    ///
+    /// # Errors
+    /// [`Refusal::BackingOff`] during the name's back-off; [`Refusal::Busy`]
+    /// when its turn alone does not come in time; [`Refusal::Store`] when
+    /// its failures cannot be read.
+    pub async fn admit(self) -> Result<Attempt<'a>, Refusal> {
+        let Turn {
+            throttle,
+            name,
+            address,
+            waiting_since,
+        } = self;
+        let mut attempt = Attempt {
+            throttle,
+            username: None,
+            address: None,
+            _turn: None,
+        };
+        let Some(NameTurn {
+            key,
+            slots,
+            permit: mut turn,
+        }) = name
+        else {
+            return Ok(attempt);
+        };
+        let mut record = throttle.store.failed_logins(&key).await?;
+        if record.is_some() {
+            // Failures on record: one check at a time, each seeing the
+            // failures before it. Let go first (two waiting for more while
+            // holding one could wait for each other), then read afresh.
+            drop(turn);
+            let all = throttle.settings.free_failures.max(1);
+            turn = take_turn(&slots, all, waiting_since)
+                .await
+                .ok_or(Refusal::Busy)?;
+            record = throttle.store.failed_logins(&key).await?;
+        }
+        if let Some(wait) = throttle
+            .settings
+            .backing_off(record.as_ref(), OffsetDateTime::now_utc())
+        {
+            tracing::info!("login refused: the name is backing off");
+            return Err(Refusal::BackingOff(wait));
+        }
+        attempt.username = Some((key, record.is_some()));
+        attempt.address = address;
+        attempt._turn = Some(turn);
+        Ok(attempt)
+    }
+}
+
+impl Attempt<'_> {
+    /// Records how the attempt ended, then lets the next attempt on its
+    /// name go. A failure to record it is logged.
+    pub async fn settle(self, outcome: Settlement) {
+        let Some((key, had_failures)) = &self.username else {
+            return;
+        };
+        let throttle = self.throttle;
+        let now = OffsetDateTime::now_utc();
+        let recorded = match outcome {
+            Settlement::NotTried => Ok(()),
+            Settlement::Succeeded if !had_failures => Ok(()),
+            Settlement::Succeeded => throttle.store.update_failed_logins(key, |_| None).await,
+            Settlement::Failed => {
+                if let Some(address) = self.address {
+                    throttle.count_address_failure(address, now);
+                }
+                throttle
+                    .store
+                    .update_failed_logins(key, |record| Some(throttle.settings.failed(record, now)))
+                    .await
+            }
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(error = %err, "could not record the end of a login attempt");
+        }
     }
 }
 
@@ -465,13 +512,10 @@ mod tests {
             max_addresses: 10_000,
             ..ThrottleSettings::default()
         };
-        let throttle = LoginThrottle::new(settings.clone(), store);
+        let throttle = LoginThrottle::new(settings, store);
         let now = OffsetDateTime::now_utc();
         for n in 0..1_000_000u32 {
-            let address = IpAddr::from(n.to_be_bytes());
-            let mut table = throttle.lock_addresses();
-            let record = settings.failed(table.get(&address).copied(), now);
-            table.insert(address, record);
+            throttle.count_address_failure(address_key(IpAddr::from(n.to_be_bytes())), now);
         }
         assert!(
             throttle.addresses_held() <= 10_000,

@@ -26,6 +26,19 @@ pub struct TokenSettings {
     pub leeway: Duration,
 }
 
+impl Default for TokenSettings {
+    /// authd's defaults: issuer and audience `authd`, tokens of 15 minutes,
+    /// 5 s of leeway.
+    fn default() -> Self {
+        Self {
+            issuer: "authd".to_owned(),
+            audience: "authd".to_owned(),
+            ttl: Duration::from_secs(15 * 60),
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The claims of an access token. Every field is required and strictly
 /// typed: a token that does not decode into this is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,10 +223,8 @@ mod tests {
         AccessTokens::new(
             key,
             TokenSettings {
-                issuer: "authd".to_owned(),
-                audience: "authd".to_owned(),
                 ttl: Duration::from_secs(60),
-                leeway: Duration::from_secs(5),
+                ..TokenSettings::default()
             },
         )
     }

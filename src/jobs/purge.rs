@@ -1,5 +1,6 @@
-//! The periodic purge of expired revocations, and of what else is kept
-//! only for a while (deleted users, old failed Logins).
+//! The purge: deletes what is kept only for a while (expired revocations,
+//! deleted users past their tokens' lifetime, old failed Logins), as one
+//! pass that `authd purge` runs once and the server runs periodically.
 
 use std::time::Duration;
 
@@ -7,9 +8,13 @@ use time::OffsetDateTime;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{PurgeOutcome, Store, StoreError};
+use crate::{
+    auth::{ThrottleSettings, TokenSettings},
+    store::{PurgeOutcome, Store, StoreError},
+};
 
-/// How often and in what batches to purge.
+/// How often and in what batches to purge, and how long to keep what the
+/// pass forgets.
 #[derive(Debug, Clone, Copy)]
 pub struct PurgeSettings {
     /// Time between passes; the first runs one interval after start-up.
@@ -20,18 +25,71 @@ pub struct PurgeSettings {
     /// before its deletion can stay current (token lifetime plus leeway).
     pub deleted_user_retention: Duration,
     /// How long failed Logins are counted after the last one (see
-    /// [`crate::auth::ThrottleSettings::memory`]).
+    /// [`ThrottleSettings::memory`]).
     pub failed_login_memory: Duration,
 }
 
-/// Runs one purge pass now: what `authd purge` and each tick do.
+impl PurgeSettings {
+    /// The default interval between passes.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    /// The default rows per statement.
+    pub const DEFAULT_BATCH_SIZE: u32 = 10_000;
+
+    /// The default interval and batch size, keeping what tokens issued with
+    /// `tokens` and failures counted with `throttle` still need.
+    pub fn new(tokens: &TokenSettings, throttle: &ThrottleSettings) -> Self {
+        Self {
+            interval: Self::DEFAULT_INTERVAL,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            deleted_user_retention: tokens.ttl + tokens.leeway,
+            failed_login_memory: throttle.memory(),
+        }
+    }
+}
+
+/// What one pass deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeReport {
+    /// Revocations of tokens that have expired.
+    pub revocations: u64,
+    /// Deleted users whose tokens have all expired.
+    pub deleted_users: u64,
+    /// Failed-Login counts no longer remembered.
+    pub failed_logins: u64,
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgePass {
+    /// The pass ran.
+    Done(PurgeReport),
+    /// Another process holds the purge lock and runs the pass; nothing was
+    /// done here.
+    Busy,
+}
+
+/// Runs one pass now: what `authd purge` and each tick of [`run`] do.
 ///
 /// # Errors
-/// [`StoreError`] when the database fails.
-pub async fn purge_once(store: &Store, batch_size: u32) -> Result<PurgeOutcome, StoreError> {
-    store
-        .purge_expired(OffsetDateTime::now_utc(), batch_size)
-        .await
+/// [`StoreError`] when the database fails; what was deleted before the
+/// failure stays deleted.
+pub async fn purge_once(store: &Store, settings: &PurgeSettings) -> Result<PurgePass, StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let revocations = match store.purge_expired(now, settings.batch_size).await? {
+        PurgeOutcome::Removed(rows) => rows,
+        PurgeOutcome::Busy => return Ok(PurgePass::Busy),
+    };
+    let deleted_users = store
+        .forget_deleted_users(now - settings.deleted_user_retention)
+        .await?;
+    let failed_logins = store
+        .forget_failed_logins(now - settings.failed_login_memory)
+        .await?;
+    Ok(PurgePass::Done(PurgeReport {
+        revocations,
+        deleted_users,
+        failed_logins,
+    }))
 }
 
 /// Purges every `settings.interval` until `stop` is cancelled. A failed
@@ -48,14 +106,19 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
         }
         let outcome = tokio::select! {
             () = stop.cancelled() => break,
-            outcome = purge_once(&store, settings.batch_size) => outcome,
+            outcome = purge_once(&store, &settings) => outcome,
         };
         match outcome {
-            Ok(PurgeOutcome::Removed(0)) => tracing::debug!("purge: no expired revocations"),
-            Ok(PurgeOutcome::Removed(rows)) => {
-                tracing::info!(rows, "purged expired revocations");
+            Ok(PurgePass::Done(report)) if report == PurgeReport::default() => {
+                tracing::debug!("purge: nothing to delete");
             }
-            Ok(PurgeOutcome::Busy) => {
+            Ok(PurgePass::Done(report)) => tracing::info!(
+                revocations = report.revocations,
+                deleted_users = report.deleted_users,
+                failed_logins = report.failed_logins,
+                "purged"
+            ),
+            Ok(PurgePass::Busy) => {
                 tracing::debug!("purge: another instance is purging; skipped");
             }
             Err(err) => tracing::warn!(
@@ -64,21 +127,6 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
                 retry_in = %humantime::format_duration(settings.interval),
                 "purge failed"
             ),
-        }
-        let before = OffsetDateTime::now_utc() - settings.deleted_user_retention;
-        match store.forget_deleted_users(before).await {
-            Ok(0) => {}
-            Ok(rows) => tracing::info!(
-                rows,
-                "forgot users deleted before any token of theirs could be current"
-            ),
-            Err(err) => tracing::warn!(error = %err, "cannot forget old deleted users"),
-        }
-        let before = OffsetDateTime::now_utc() - settings.failed_login_memory;
-        match store.forget_failed_logins(before).await {
-            Ok(0) => {}
-            Ok(rows) => tracing::debug!(rows, "forgot old failed logins"),
-            Err(err) => tracing::warn!(error = %err, "cannot forget old failed logins"),
         }
     }
     tracing::debug!("purge task stopped");

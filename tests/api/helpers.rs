@@ -5,16 +5,13 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use authd::{
-    auth::{
-        Accounts, HashCost, HashingPriority, PasswordPolicy, Passwords, ThrottleSettings,
-        TokenSettings,
-    },
+    auth::{Accounts, HashCost, HashingPriority, PasswordPolicy, Passwords},
     domain::{Password, Role, Username},
     grpc::pb::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
         auth_service_client::AuthServiceClient,
     },
-    jobs::{purge::PurgeSettings, revocation_sync::SyncSettings},
+    jobs::purge::PurgeSettings,
     startup::{Application, ServeSettings},
     store::{DatabaseSettings, Store},
 };
@@ -28,7 +25,7 @@ use tonic_health::pb::{
 
 /// The storage backends every behaviour is checked on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Postgres,
     Sqlite,
 }
@@ -59,7 +56,7 @@ pub(crate) use on_both_backends;
 
 /// The PostgreSQL server the tests create their databases on. Never
 /// skipped: without it the PostgreSQL half of the suite fails.
-pub fn server_url() -> url::Url {
+pub(crate) fn server_url() -> url::Url {
     let raw = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     url::Url::parse(&raw).expect("DATABASE_URL is a URL")
@@ -68,13 +65,13 @@ pub fn server_url() -> url::Url {
 /// A database of its own for one test, dropped when the test ends: a
 /// PostgreSQL database on the test server, or an SQLite file in a
 /// directory of its own.
-pub enum TestDb {
+pub(crate) enum TestDb {
     Postgres { name: String },
     Sqlite { dir: tempfile::TempDir },
 }
 
 impl TestDb {
-    pub async fn new(backend: Backend) -> Self {
+    pub(crate) async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Postgres => {
                 let name = format!("authd_test_{}", uuid::Uuid::new_v4().simple());
@@ -94,7 +91,7 @@ impl TestDb {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             Self::Postgres { .. } => self.url_via(None),
             Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("authd.db").display()),
@@ -103,7 +100,7 @@ impl TestDb {
 
     /// The PostgreSQL database's URL, through `port` instead of the
     /// server's own.
-    pub fn url_via(&self, port: Option<u16>) -> String {
+    pub(crate) fn url_via(&self, port: Option<u16>) -> String {
         let Self::Postgres { name } = self else {
             panic!("only a PostgreSQL database is reached through a port");
         };
@@ -116,7 +113,7 @@ impl TestDb {
     }
 
     /// The store authd itself would open (migrated).
-    pub async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         let store = Store::connect(&DatabaseSettings::new(self.url().parse().unwrap()))
             .await
             .unwrap();
@@ -125,7 +122,7 @@ impl TestDb {
     }
 
     /// A raw connection pool, for the test to look at or poke the tables.
-    pub async fn sql(&self) -> TestSql {
+    pub(crate) async fn sql(&self) -> TestSql {
         match self {
             Self::Postgres { .. } => TestSql::Postgres(PgPool::connect(&self.url()).await.unwrap()),
             Self::Sqlite { .. } => TestSql::Sqlite(SqlitePool::connect(&self.url()).await.unwrap()),
@@ -162,13 +159,13 @@ impl Drop for TestDb {
 
 /// Raw SQL on a test database, for what the API does not show. Instants
 /// are Unix seconds on both sides.
-pub enum TestSql {
+pub(crate) enum TestSql {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
 
 impl TestSql {
-    pub async fn revoked_rows(&self) -> i64 {
+    pub(crate) async fn revoked_rows(&self) -> i64 {
         let sql = "select count(*) from revoked_tokens";
         match self {
             Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
@@ -177,7 +174,7 @@ impl TestSql {
     }
 
     /// The `user_id` and `expires_at` of the one revocation there is.
-    pub async fn only_revocation(&self) -> (uuid::Uuid, i64) {
+    pub(crate) async fn only_revocation(&self) -> (uuid::Uuid, i64) {
         let sql = "select user_id, expires_at from revoked_tokens";
         match self {
             Self::Postgres(pool) => {
@@ -189,7 +186,7 @@ impl TestSql {
         }
     }
 
-    pub async fn insert_revocations(&self, count: usize, expires_at: OffsetDateTime) {
+    pub(crate) async fn insert_revocations(&self, count: usize, expires_at: OffsetDateTime) {
         let sql = "insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
                    values ($1, $2, $3, $4)";
         for _ in 0..count {
@@ -216,7 +213,7 @@ impl TestSql {
         }
     }
 
-    pub async fn password_hash(&self, username: &str) -> String {
+    pub(crate) async fn password_hash(&self, username: &str) -> String {
         let sql = "select password_hash from users where username = $1";
         match self {
             Self::Postgres(pool) => sqlx::query_scalar(sql).bind(username).fetch_one(pool).await,
@@ -225,7 +222,7 @@ impl TestSql {
         .unwrap()
     }
 
-    pub async fn set_password_hash(&self, username: &str, hash: &str) {
+    pub(crate) async fn set_password_hash(&self, username: &str, hash: &str) {
         let sql = "update users set password_hash = $2 where username = $1";
         match self {
             Self::Postgres(pool) => sqlx::query(sql)
@@ -245,7 +242,7 @@ impl TestSql {
     }
 
     /// Sets every user's cut-off to `at`.
-    pub async fn set_cutoff(&self, at: OffsetDateTime) {
+    pub(crate) async fn set_cutoff(&self, at: OffsetDateTime) {
         let sql = "update users set tokens_valid_after = $1";
         match self {
             Self::Postgres(pool) => sqlx::query(sql).bind(at).execute(pool).await.map(drop),
@@ -260,37 +257,27 @@ impl TestSql {
 }
 
 /// Settings for a test server: port 0, the given database and key file.
-pub fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
+pub(crate) fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
+    let defaults = ServeSettings::new(
+        DatabaseSettings::new(database_url.parse().unwrap()),
+        key_file,
+    );
+    // Port 0, a purge that stays out of the tests' way unless they call
+    // it, a shorter grace and a smaller cache; the rest as authd runs.
     ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseSettings::new(database_url.parse().unwrap()),
-        signing_key_file: key_file,
-        tokens: TokenSettings {
-            issuer: "authd".to_owned(),
-            audience: "authd".to_owned(),
-            ttl: Duration::from_secs(900),
-            leeway: Duration::from_secs(5),
-        },
-        password_cost: HashCost::default(),
-        hashing_priority: HashingPriority::default(),
         purge: PurgeSettings {
             interval: Duration::from_secs(3600),
-            batch_size: 10_000,
-            deleted_user_retention: Duration::from_secs(905),
-            failed_login_memory: Duration::from_secs(3600),
+            ..defaults.purge
         },
         shutdown_grace_period: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
         token_cache_bytes: 1 << 20,
-        revocation_sync: SyncSettings::default(),
-        login_throttle: ThrottleSettings::default(),
-        max_calls_in_flight: 1024,
-        tls: None,
+        ..defaults
     }
 }
 
 /// A running server and what a test needs around it.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: AuthServiceClient<Channel>,
     pub health: HealthClient<Channel>,
@@ -301,7 +288,7 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn(settings: ServeSettings) -> Self {
+    pub(crate) async fn spawn(settings: ServeSettings) -> Self {
         let app = Application::build(settings.clone())
             .await
             .expect("the app builds");
@@ -328,7 +315,7 @@ impl TestApp {
 
     /// A client of its own, connecting from `local` (any of 127.0.0.0/8):
     /// to be another client address.
-    pub async fn client_from(&self, local: &str) -> AuthServiceClient<Channel> {
+    pub(crate) async fn client_from(&self, local: &str) -> AuthServiceClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .local_address(Some(local.parse().unwrap()))
@@ -339,7 +326,7 @@ impl TestApp {
     }
 
     /// Shuts the server down the way SIGTERM does and waits for it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -348,7 +335,7 @@ impl TestApp {
         }
     }
 
-    pub async fn login(
+    pub(crate) async fn login(
         &mut self,
         username: &str,
         password: &str,
@@ -362,7 +349,7 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
-    pub async fn logout(&mut self, token: &str) -> Result<(), tonic::Status> {
+    pub(crate) async fn logout(&mut self, token: &str) -> Result<(), tonic::Status> {
         self.client
             .logout(LogoutRequest {
                 access_token: token.to_owned(),
@@ -371,13 +358,13 @@ impl TestApp {
             .map(|_| ())
     }
 
-    pub async fn validate(&mut self, token: &str) -> ValidateTokenResponse {
+    pub(crate) async fn validate(&mut self, token: &str) -> ValidateTokenResponse {
         self.try_validate(token)
             .await
             .expect("ValidateToken answers OK")
     }
 
-    pub async fn try_validate(
+    pub(crate) async fn try_validate(
         &mut self,
         token: &str,
     ) -> Result<ValidateTokenResponse, tonic::Status> {
@@ -392,7 +379,7 @@ impl TestApp {
     /// Waits, at most 5 s, until ValidateToken says `token` is revoked:
     /// for a change made by another process (the CLI, another instance),
     /// which reaches this one by notification or catch-up.
-    pub async fn eventually_revoked(&mut self, token: &str) {
+    pub(crate) async fn eventually_revoked(&mut self, token: &str) {
         self.eventually(token, |answer| {
             answer.reason() == authd::grpc::pb::TokenInvalidReason::Revoked
         })
@@ -400,7 +387,7 @@ impl TestApp {
     }
 
     /// Waits, at most 5 s, until ValidateToken says `token` is valid.
-    pub async fn eventually_valid(&mut self, token: &str) {
+    pub(crate) async fn eventually_valid(&mut self, token: &str) {
         self.eventually(token, |answer| answer.valid).await;
     }
 
@@ -419,7 +406,7 @@ impl TestApp {
         }
     }
 
-    pub async fn health(&mut self, service: &str) -> ServingStatus {
+    pub(crate) async fn health(&mut self, service: &str) -> ServingStatus {
         let response = self
             .health
             .check(HealthCheckRequest {
@@ -432,7 +419,7 @@ impl TestApp {
     }
 
     /// Waits, at most 15 s, until the health of `service` is `wanted`.
-    pub async fn wait_for_health(&mut self, service: &str, wanted: ServingStatus) {
+    pub(crate) async fn wait_for_health(&mut self, service: &str, wanted: ServingStatus) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             if self.health(service).await == wanted {
@@ -448,7 +435,7 @@ impl TestApp {
 }
 
 /// A test database with one server in front of it.
-pub struct World {
+pub(crate) struct World {
     pub db: TestDb,
     pub dir: tempfile::TempDir,
     pub app: TestApp,
@@ -457,13 +444,13 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new(backend: Backend) -> Self {
+    pub(crate) async fn new(backend: Backend) -> Self {
         Self::with(backend, |_| {}).await
     }
 
     /// A world whose server runs with the test settings as `tweak` leaves
     /// them.
-    pub async fn with(backend: Backend, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
+    pub(crate) async fn with(backend: Backend, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
         let db = TestDb::new(backend).await;
         let url = db.url();
         Self::serving(db, url, tweak).await
@@ -471,12 +458,15 @@ impl World {
 
     /// A world on PostgreSQL whose server reaches its database through
     /// `proxy`.
-    pub async fn behind(proxy: &DbProxy) -> Self {
+    pub(crate) async fn behind(proxy: &DbProxy) -> Self {
         Self::behind_with(proxy, |_| {}).await
     }
 
     /// [`World::behind`], with the settings as `tweak` leaves them.
-    pub async fn behind_with(proxy: &DbProxy, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
+    pub(crate) async fn behind_with(
+        proxy: &DbProxy,
+        tweak: impl FnOnce(&mut ServeSettings),
+    ) -> Self {
         let db = TestDb::new(Backend::Postgres).await;
         let url = db.url_via(Some(proxy.port));
         Self::serving(db, url, tweak).await
@@ -502,7 +492,7 @@ impl World {
         }
     }
 
-    pub async fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
+    pub(crate) async fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
         let roles: Vec<Role> = roles.iter().map(|r| Role::parse(*r).unwrap()).collect();
         self.accounts
             .add(
@@ -515,7 +505,7 @@ impl World {
     }
 
     /// Adds `alice` and logs her in.
-    pub async fn alice_token(&mut self) -> LoginResponse {
+    pub(crate) async fn alice_token(&mut self) -> LoginResponse {
         self.add_user("alice", "correct horse battery", &["reader"])
             .await;
         self.app
@@ -524,7 +514,7 @@ impl World {
             .unwrap()
     }
 
-    pub async fn revoked_rows(&self) -> i64 {
+    pub(crate) async fn revoked_rows(&self) -> i64 {
         self.sql.revoked_rows().await
     }
 }
@@ -543,14 +533,14 @@ enum Link {
 
 /// A TCP proxy in front of the PostgreSQL server that a test can cut,
 /// freeze and restore.
-pub struct DbProxy {
+pub(crate) struct DbProxy {
     pub port: u16,
     link: watch::Sender<Link>,
     _accept: Arc<JoinHandle<()>>,
 }
 
 impl DbProxy {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let upstream = {
             let url = server_url();
             format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
@@ -599,29 +589,29 @@ impl DbProxy {
         }
     }
 
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.link.send_replace(Link::Cut);
     }
 
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         self.link.send_replace(Link::Frozen);
     }
 
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.link.send_replace(Link::Up);
     }
 }
 
 /// Forges tokens signed with the service's own key, to reach states (expired,
 /// not yet valid, odd claims) a real Login never produces.
-pub struct Forger {
+pub(crate) struct Forger {
     key: jsonwebtoken::EncodingKey,
     kid: String,
 }
 
 impl Forger {
     /// The key of `app`, and its kid as read from a real token.
-    pub fn for_app(app: &TestApp, real_token: &str) -> Self {
+    pub(crate) fn for_app(app: &TestApp, real_token: &str) -> Self {
         let pem = std::fs::read(&app.key_file).unwrap();
         let kid = jsonwebtoken::decode_header(real_token)
             .unwrap()
@@ -633,20 +623,20 @@ impl Forger {
         }
     }
 
-    pub fn header(&self) -> jsonwebtoken::Header {
+    pub(crate) fn header(&self) -> jsonwebtoken::Header {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.typ = Some("at+jwt".to_owned());
         header.kid = Some(self.kid.clone());
         header
     }
 
-    pub fn sign(&self, header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
+    pub(crate) fn sign(&self, header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
         jsonwebtoken::encode(header, claims, &self.key).unwrap()
     }
 
     /// Signs header and payload given as raw JSON text, byte for byte (to
     /// forge what a serializer would never write: duplicate keys, say).
-    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
+    pub(crate) fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
         use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
         let message = format!(
             "{}.{}",
@@ -662,13 +652,13 @@ impl Forger {
         format!("{message}.{signature}")
     }
 
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.kid
     }
 
     /// Claims like those of `real_token`, with `changes` merged in (a null
     /// value removes the claim).
-    pub fn claims_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {
+    pub(crate) fn claims_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {
         let payload = real_token.split('.').nth(1).unwrap();
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -686,13 +676,13 @@ impl Forger {
     }
 
     /// A fresh `jti`, so the forged token is not revoked with the original.
-    pub fn fresh_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {
+    pub(crate) fn fresh_like(real_token: &str, changes: serde_json::Value) -> serde_json::Value {
         let mut claims = Self::claims_like(real_token, changes);
         claims["jti"] = serde_json::Value::String(uuid::Uuid::new_v4().to_string());
         claims
     }
 }
 
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }

@@ -3,6 +3,8 @@ Python gRPC client generated from proto/ at test time, on each storage
 backend: PostgreSQL, and the SQLite default in an empty directory with no
 configuration at all."""
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -67,6 +69,13 @@ class Postgres:
         with psycopg.connect(self.url) as conn:
             return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
 
+    @contextlib.contextmanager
+    def purge_lock_held(self):
+        """Holds the advisory lock a purging instance holds ("authdpur")."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("select pg_advisory_lock(%s)", (0x6175746864707572,))
+            yield
+
     def drop(self):
         with psycopg.connect(self.server, autocommit=True) as conn:
             conn.execute(f'drop database if exists "{self.name}" with (force)')
@@ -89,6 +98,13 @@ class Sqlite:
     def revoked_rows(self):
         with sqlite3.connect(self.file) as conn:
             return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
+
+    @contextlib.contextmanager
+    def purge_lock_held(self):
+        """Holds the file lock a purging process holds, beside the database."""
+        with open(f"{self.file}-purge.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def drop(self):
         pass
@@ -286,7 +302,24 @@ def test_purge_empties_revocations_after_expiry(pb, database):
 
     purged = cli(database, "purge")
     assert purged.returncode == 0, purged.stderr
-    assert purged.stdout.strip() == "0"
+    assert purged.stdout.splitlines() == [
+        "revocations: 0",
+        "deleted users: 0",
+        "failed logins: 0",
+    ], purged.stdout
+
+
+def test_purge_exits_1_while_another_process_purges(database):
+    assert cli(database, "migrate").returncode == 0
+    with database.purge_lock_held():
+        busy = cli(database, "purge")
+    assert busy.returncode == 1, busy
+    assert "another authd instance is purging" in busy.stderr, busy.stderr
+    assert busy.stdout == ""
+    # Once the lock is free, the same command runs the pass.
+    free = cli(database, "purge")
+    assert free.returncode == 0, free.stderr
+    assert free.stdout.startswith("revocations: 0\n"), free.stdout
 
 
 def test_user_commands_and_bad_configuration(database):

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 /// One call of a scenario: given the worker and its iteration, sends a
 /// request and checks the answer. `Err` is a wrong answer: it fails the run.
-pub type Call = Arc<
+pub(crate) type Call = Arc<
     dyn Fn(usize, u64) -> Pin<Box<dyn Future<Output = Result<Outcome, String>> + Send>>
         + Send
         + Sync,
@@ -21,7 +21,7 @@ pub type Call = Arc<
 
 /// A checked answer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The call did its work.
     Served,
     /// The server shed the call (RESOURCE_EXHAUSTED): an expected answer
@@ -37,7 +37,7 @@ pub enum Outcome {
 /// window: answers that trickle in after the load stopped would otherwise
 /// be divided by time in which nothing more was offered.
 #[derive(Clone)]
-pub struct Measured {
+pub(crate) struct Measured {
     pub served: Histogram<u64>,
     pub shed: Histogram<u64>,
     served_in_window: u64,
@@ -47,12 +47,12 @@ pub struct Measured {
 
 impl Measured {
     /// Records one lag as a served call.
-    pub fn record_lag(&mut self, lag: Duration) {
+    pub(crate) fn record_lag(&mut self, lag: Duration) {
         self.record(&Ok(Outcome::Served), lag, true);
     }
 
     /// An empty measurement.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             served: latency_histogram(),
             shed: latency_histogram(),
@@ -64,7 +64,12 @@ impl Measured {
 
     /// Records one answer, which took `took`; `in_window` if it came
     /// within the load's window.
-    pub fn record(&mut self, outcome: &Result<Outcome, String>, took: Duration, in_window: bool) {
+    pub(crate) fn record(
+        &mut self,
+        outcome: &Result<Outcome, String>,
+        took: Duration,
+        in_window: bool,
+    ) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         match outcome {
             Ok(Outcome::Served) => {
@@ -82,7 +87,7 @@ impl Measured {
     }
 
     /// Adds the answers of another part of the same load.
-    pub fn merge(&mut self, other: &Self) {
+    pub(crate) fn merge(&mut self, other: &Self) {
         let _ = self.served.add(&other.served);
         let _ = self.shed.add(&other.shed);
         self.served_in_window += other.served_in_window;
@@ -91,13 +96,13 @@ impl Measured {
 
     /// Adds a later measurement of the same load: its answers and its
     /// window.
-    pub fn absorb(&mut self, other: &Self) {
+    pub(crate) fn absorb(&mut self, other: &Self) {
         self.merge(other);
         self.window += other.window;
     }
 
     /// Served calls per second.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.served_in_window as f64 / self.window.as_secs_f64()
     }
 }
@@ -109,7 +114,7 @@ fn latency_histogram() -> Histogram<u64> {
 
 /// `workers` loops, each sending its next call when the last answered,
 /// until `duration` has passed.
-pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Measured {
+pub(crate) async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Measured {
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -145,7 +150,7 @@ pub async fn closed_loop(workers: usize, duration: Duration, call: Call) -> Meas
 /// The window of a closed loop begun at `start` for `duration`: a pool
 /// that ran out ended the load early, and the rate is then over the time
 /// there was load.
-pub fn load_window(start: Instant, duration: Duration, ran_out: bool) -> Duration {
+pub(crate) fn load_window(start: Instant, duration: Duration, ran_out: bool) -> Duration {
     if ran_out {
         start.elapsed().min(duration)
     } else {
@@ -156,7 +161,7 @@ pub fn load_window(start: Instant, duration: Duration, ran_out: bool) -> Duratio
 /// Calls sent at `rate` per second for `duration`, each on a task of its
 /// own, whatever the answers do; waits for the last answer. The n-th call
 /// is made as worker n.
-pub async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
+pub(crate) async fn open_loop(rate: f64, duration: Duration, call: Call) -> Measured {
     let measured = Arc::new(Mutex::new(Measured::new()));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

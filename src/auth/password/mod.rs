@@ -1,87 +1,43 @@
-//! Password hashing with argon2id, off the async runtime and bounded, so a
-//! login flood can neither starve other requests nor exhaust memory: a
-//! fixed set of threads (one per core) runs the hashes, behind a queue that
-//! holds about a second of work. A check first takes a place in that queue
-//! ([`Passwords::queue_place`]), which a Login does before it asks the
-//! database anything, so that a Login refused for want of one costs no
-//! database read. A check that finds no place, or that no thread took
-//! within a second of its caller's arrival (a Login's wait for its turn and
-//! for the database count), is refused ([`Overloaded`]).
+//! Password hashing with argon2id, off the async runtime and bounded: a
+//! fixed set of threads runs the hashes behind a queue of about a second of
+//! work, so a login flood can neither starve other calls nor exhaust memory.
+
+mod cost;
+mod priority;
+mod threads;
+mod verify;
 
 use std::{
-    str::FromStr,
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use argon2::{
-    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
-};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, Version};
 
+pub use cost::{HashCost, PasswordPolicy};
+pub use priority::HashingPriority;
+pub use threads::{Overloaded, QueuePlace};
+
+use self::{
+    threads::{HashThreads, MAX_QUEUE_WAIT},
+    verify::{sane_params, verify_in},
+};
 use crate::domain::Password;
 
-/// Argon2id cost parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashCost {
-    /// Memory in KiB.
-    pub memory_kib: u32,
-    /// Passes over memory.
-    pub iterations: u32,
-    /// Lanes.
-    pub parallelism: u32,
-}
-
-impl Default for HashCost {
-    /// OWASP's recommendation for argon2id: 19 MiB, 2 passes, 1 lane.
-    fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
-    }
-}
-
-impl HashCost {
-    /// The most memory a stored hash may ask for: 256 MiB.
-    pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
-    /// The most passes a stored hash may ask for.
-    pub const MAX_ITERATIONS: u32 = 16;
-    /// The most lanes a stored hash may ask for.
-    pub const MAX_PARALLELISM: u32 = 16;
-
-    fn of(params: &Params) -> Self {
-        Self {
-            memory_kib: params.m_cost(),
-            iterations: params.t_cost(),
-            parallelism: params.p_cost(),
-        }
-    }
-
-    /// Whether a hash of this cost is safe to run: a stored hash asking for
-    /// more (written by an attacker with database access, say) would let
-    /// one Login exhaust memory or time, so it is refused instead.
-    fn is_sane(&self) -> bool {
-        self.memory_kib <= Self::MAX_MEMORY_KIB
-            && self.iterations <= Self::MAX_ITERATIONS
-            && self.parallelism <= Self::MAX_PARALLELISM
-    }
-}
-
-/// What a new password must be like. Existing passwords are not checked
-/// again at Login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PasswordPolicy {
-    /// The fewest characters (Unicode scalar values, after NFC).
-    pub min_chars: usize,
-}
-
-impl Default for PasswordPolicy {
-    fn default() -> Self {
-        Self { min_chars: 8 }
-    }
+/// Hashing or checking a password failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Refused without running: the queue is full, or no thread took the
+    /// work within a second.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+    /// The hashing threads have stopped (a bug, or the process ending).
+    #[error("the password hashing threads are gone")]
+    ThreadsGone,
+    /// argon2 refused to hash, which only broken parameters cause.
+    #[error("argon2 failed: {0}")]
+    Argon2(String),
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -95,198 +51,6 @@ pub enum PasswordCheck {
     },
     /// Wrong password, unknown user, or a stored hash that is refused.
     Fails,
-}
-
-/// The nice value of the hashing threads at [`HashingPriority::Low`]:
-/// below the threads that answer requests, so a login flood slows Logins
-/// more than ValidateToken.
-const HASH_THREAD_NICE: i32 = 10;
-
-/// How the hashing threads share the CPU with the threads that answer
-/// requests (ValidateToken above all).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum HashingPriority {
-    /// Nice 10: a tenth of the weight of a request thread. Logins keep a
-    /// share of a CPU that ValidateToken saturates, but Linux hands that
-    /// share out in pieces of up to a scheduler tick, during which a
-    /// request thread on the same CPU waits.
-    #[default]
-    Low,
-    /// `SCHED_IDLE`: hashing gets only the CPU the service's other threads
-    /// leave, and a request thread that wakes takes the CPU at once. While
-    /// ValidateToken saturates the CPU, Logins all but stop; a check that
-    /// has started may then take seconds.
-    Idle,
-}
-
-impl FromStr for HashingPriority {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        [Self::Low, Self::Idle]
-            .into_iter()
-            .find(|priority| priority.as_str() == raw)
-            .ok_or_else(|| "must be low or idle".to_owned())
-    }
-}
-
-impl HashingPriority {
-    /// The flag's spelling of this priority, which [`FromStr`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Idle => "idle",
-        }
-    }
-
-    /// Applies this priority to the calling thread. Lowering one's own
-    /// priority needs no privilege; when it fails anyway the thread runs
-    /// at the default priority, and the error says so.
-    fn apply_to_current_thread(self) -> anyhow::Result<()> {
-        match self {
-            Self::Low => {
-                // Linux keeps a nice value per thread.
-                let me = rustix::thread::gettid();
-                rustix::process::setpriority_process(Some(me), HASH_THREAD_NICE)
-                    .context("cannot set the hashing thread's nice value")
-            }
-            Self::Idle => {
-                use thread_priority::{
-                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
-                    set_thread_priority_and_policy, thread_native_id, thread_schedule_policy,
-                };
-                let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-                // This sets the policy, then nice 0, which a thread started
-                // at a higher nice value may not do without privilege; the
-                // nice value means nothing under SCHED_IDLE, so the policy
-                // is what is checked.
-                let set =
-                    set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
-                match (set, thread_schedule_policy()) {
-                    (_, Ok(now)) if now == idle => Ok(()),
-                    (Err(err), _) => anyhow::bail!("cannot set SCHED_IDLE: {err:?}"),
-                    (Ok(()), now) => anyhow::bail!("SCHED_IDLE did not take: {now:?}"),
-                }
-            }
-        }
-    }
-}
-
-/// The longest a password check waits for a hashing thread, counted from
-/// when its caller began to wait (a Login's arrival, for a check).
-const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
-
-/// More password checks are waiting than the threads can run within about
-/// a second: this one was refused without running.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("too many password checks are waiting; retry shortly")]
-pub struct Overloaded;
-
-type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
-
-/// The memory a hashing thread keeps from one hash to the next. Without it
-/// every check allocates and zeroes megabytes (19 MiB at the default cost:
-/// page faults when the allocator maps them afresh), and the allocator
-/// holds on to freed blocks in per-thread arenas: after a login flood the
-/// server held over 400 MiB, against about 100 MiB with kept memory, and a
-/// check took a third longer.
-struct Scratch {
-    blocks: Vec<Block>,
-    /// The most blocks kept: the current cost's. A stored hash of a higher
-    /// cost gets memory of its own for that one check.
-    keep: usize,
-}
-
-impl Scratch {
-    fn new(keep: usize) -> Self {
-        Self {
-            blocks: Vec::new(),
-            keep,
-        }
-    }
-
-    /// Runs `work` with `count` blocks of memory (argon2 overwrites them
-    /// before reading them, so what the last hash left there is never
-    /// used); `None` when they cannot be allocated.
-    fn with_blocks<T>(&mut self, count: usize, work: impl FnOnce(&mut [Block]) -> T) -> Option<T> {
-        fn grow(blocks: &mut Vec<Block>, count: usize) -> Option<()> {
-            if let Some(more) = count.checked_sub(blocks.len()) {
-                blocks.try_reserve_exact(more).ok()?;
-                blocks.resize(count, Block::new());
-            }
-            Some(())
-        }
-        if count > self.keep {
-            let mut once = Vec::new();
-            grow(&mut once, count)?;
-            return Some(work(&mut once));
-        }
-        grow(&mut self.blocks, count)?;
-        Some(work(&mut self.blocks[..count]))
-    }
-}
-
-/// The hashing threads and the bounded queue in front of them. The threads
-/// end when the last [`Passwords`] clone is dropped.
-#[derive(Debug)]
-struct HashThreads {
-    queue: mpsc::Sender<Job>,
-    /// One permit per job that may be queued or running at once.
-    places: Arc<Semaphore>,
-}
-
-impl HashThreads {
-    fn start(
-        threads: usize,
-        queue_capacity: usize,
-        keep_blocks: usize,
-        priority: HashingPriority,
-    ) -> anyhow::Result<Self> {
-        // Every job holds a place until it has run: the places bound the
-        // queue.
-        let places = queue_capacity.saturating_add(threads);
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
-        for n in 0..threads {
-            let jobs = jobs.clone();
-            std::thread::Builder::new()
-                .name(format!("authd-argon2-{n}"))
-                .spawn(move || {
-                    if let Err(err) = priority.apply_to_current_thread() {
-                        tracing::warn!(
-                            error = format!("{err:#}"),
-                            ?priority,
-                            "a hashing thread keeps the default priority"
-                        );
-                    }
-                    let mut scratch = Scratch::new(keep_blocks);
-                    loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        match job {
-                            Ok(job) => job(&mut scratch),
-                            Err(mpsc::RecvError) => return,
-                        }
-                    }
-                })
-                .context("cannot start a password hashing thread")?;
-        }
-        Ok(Self {
-            queue,
-            places: Arc::new(Semaphore::new(places)),
-        })
-    }
-}
-
-/// A place in the hashing queue, held from before a check's other work
-/// (a Login's database reads) until a hashing thread has run it.
-#[derive(Debug)]
-#[must_use = "a place is used by a check"]
-pub struct QueuePlace {
-    _permit: OwnedSemaphorePermit,
-    /// When the caller began to wait: a check that no thread took within
-    /// [`MAX_QUEUE_WAIT`] of it is refused.
-    waiting_since: Instant,
 }
 
 /// Hashes and verifies passwords.
@@ -350,17 +114,18 @@ impl Passwords {
     /// # Errors
     /// [`Overloaded`] when the queue is full; otherwise when argon2 fails,
     /// which only broken parameters cause.
-    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: &Password) -> Result<String, PasswordError> {
         let place = self.queue_place(Instant::now())?;
         let password = password.clone();
         let argon2 = self.argon2.clone();
-        self.run_blocking(place, move |_| {
-            argon2
-                .hash_password(password.expose())
-                .map(|hash| hash.to_string())
-                .map_err(|err| anyhow::anyhow!("argon2 failed: {err}"))
-        })
-        .await?
+        self.threads
+            .run(place, move |_| {
+                argon2
+                    .hash_password(password.expose())
+                    .map(|hash| hash.to_string())
+                    .map_err(|err| PasswordError::Argon2(err.to_string()))
+            })
+            .await?
     }
 
     /// Checks `password` against the PHC string `stored`. With no stored
@@ -379,36 +144,37 @@ impl Passwords {
         place: QueuePlace,
         password: &Password,
         stored: Option<&str>,
-    ) -> anyhow::Result<PasswordCheck> {
+    ) -> Result<PasswordCheck, PasswordError> {
         let password = password.clone();
         let current = self.cost;
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
-        self.run_blocking(place, move |scratch| {
-            let Ok(parsed) = PasswordHash::new(&hash) else {
-                tracing::error!("a stored password hash is not a PHC string; refused");
-                return PasswordCheck::Fails;
-            };
-            let params = match sane_params(&parsed) {
-                Ok(params) => params,
-                Err(problem) => {
-                    tracing::error!(problem, "a stored password hash is refused");
+        self.threads
+            .run(place, move |scratch| {
+                let Ok(parsed) = PasswordHash::new(&hash) else {
+                    tracing::error!("a stored password hash is not a PHC string; refused");
                     return PasswordCheck::Fails;
+                };
+                let params = match sane_params(&parsed) {
+                    Ok(params) => params,
+                    Err(problem) => {
+                        tracing::error!(problem, "a stored password hash is refused");
+                        return PasswordCheck::Fails;
+                    }
+                };
+                let cost = HashCost::of(&params);
+                match verify_in(scratch, password.expose(), &parsed, params) {
+                    Ok(true) if known => PasswordCheck::Matches {
+                        rehash: cost != current,
+                    },
+                    Ok(_) => PasswordCheck::Fails,
+                    Err(problem) => {
+                        tracing::error!(problem, "a stored password hash cannot be verified");
+                        PasswordCheck::Fails
+                    }
                 }
-            };
-            let cost = HashCost::of(&params);
-            match verify_in(scratch, password.expose(), &parsed, params) {
-                Ok(true) if known => PasswordCheck::Matches {
-                    rehash: cost != current,
-                },
-                Ok(_) => PasswordCheck::Fails,
-                Err(problem) => {
-                    tracing::error!(problem, "a stored password hash cannot be verified");
-                    PasswordCheck::Fails
-                }
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// A place in the queue for one check or hash, for a caller that began
@@ -419,106 +185,13 @@ impl Passwords {
     /// # Errors
     /// [`Overloaded`] when the queue holds about a second of work already.
     pub fn queue_place(&self, waiting_since: Instant) -> Result<QueuePlace, Overloaded> {
-        let permit = self
-            .threads
-            .places
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Overloaded)?;
-        Ok(QueuePlace {
-            _permit: permit,
-            waiting_since,
-        })
+        self.threads.place(waiting_since)
     }
-
-    /// Runs `work` on a hashing thread, in `place`. Refused with
-    /// [`Overloaded`] when no thread took the work within a second of when
-    /// the place's caller began to wait (it would rather hear no at once
-    /// than late).
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        place: QueuePlace,
-        work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let span = tracing::Span::current();
-        let job: Job = Box::new(move |scratch| {
-            // The whole place moves in: it is given back when the job has
-            // run (before its answer is sent, so a caller that has its
-            // answer finds the place free), or is dropped unrun, even if
-            // the caller stopped waiting.
-            let QueuePlace {
-                _permit: permit,
-                waiting_since,
-            } = place;
-            let answer = if waiting_since.elapsed() > MAX_QUEUE_WAIT {
-                Err(Overloaded)
-            } else {
-                Ok(span.in_scope(|| work(scratch)))
-            };
-            drop(permit);
-            let _ = done.send(answer);
-        });
-        self.threads
-            .queue
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the password hashing threads are gone"))?;
-        result
-            .await
-            .context("a password hashing thread failed")?
-            .map_err(anyhow::Error::from)
-    }
-}
-
-/// Whether `password` hashes to the stored argon2id hash `parsed`, of the
-/// checked parameters `params`, computed in the thread's kept memory; the
-/// outputs are compared in constant time.
-fn verify_in(
-    scratch: &mut Scratch,
-    password: &[u8],
-    parsed: &PasswordHash,
-    params: Params,
-) -> Result<bool, &'static str> {
-    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
-        return Err("no salt or no hash");
-    };
-    let version = parsed
-        .version
-        .map_or(Ok(Version::default()), Version::try_from)
-        .map_err(|_| "unknown argon2 version")?;
-    let blocks = params.block_count();
-    let argon2 = Argon2::new(Algorithm::Argon2id, version, params);
-    let mut computed = [0u8; argon2::password_hash::phc::Output::MAX_LENGTH];
-    let computed = computed
-        .get_mut(..expected.len())
-        .ok_or("hash output too long")?;
-    scratch
-        .with_blocks(blocks, |blocks| {
-            argon2.hash_password_into_with_memory(password, salt.as_ref(), computed, blocks)
-        })
-        .ok_or("out of memory")?
-        .map_err(|_| "argon2 refused the stored parameters")?;
-    let computed = argon2::password_hash::phc::Output::new(computed)
-        .map_err(|_| "hash output out of range")?;
-    // `Output`'s equality is constant-time.
-    Ok(computed == *expected)
-}
-
-/// The parameters of a stored hash, if it is an argon2id hash of sane cost.
-fn sane_params(parsed: &PasswordHash) -> Result<Params, &'static str> {
-    if parsed.algorithm != ARGON2ID_IDENT {
-        return Err("not argon2id");
-    }
-    let params = Params::try_from(parsed).map_err(|_| "unreadable argon2 parameters")?;
-    if !HashCost::of(&params).is_sane() {
-        return Err("argon2 parameters out of bounds");
-    }
-    Ok(params)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{priority::HASH_THREAD_NICE, threads::Scratch, *};
 
     /// Passwords of one lane, `memory_kib` and `iterations`, on `threads`.
     fn of_cost(memory_kib: u32, iterations: u32, threads: usize) -> Passwords {
@@ -541,7 +214,7 @@ mod tests {
         password: &Password,
         stored: Option<&str>,
         since: Instant,
-    ) -> anyhow::Result<PasswordCheck> {
+    ) -> Result<PasswordCheck, PasswordError> {
         let place = passwords.queue_place(since)?;
         passwords.verify(place, password, stored).await
     }
@@ -550,7 +223,7 @@ mod tests {
         passwords: &Passwords,
         password: &Password,
         stored: Option<&str>,
-    ) -> anyhow::Result<PasswordCheck> {
+    ) -> Result<PasswordCheck, PasswordError> {
         check_since(passwords, password, stored, Instant::now()).await
     }
 
@@ -564,7 +237,7 @@ mod tests {
         let jobs = (0..2).map(|_| {
             let both = both.clone();
             let place = passwords.queue_place(Instant::now()).unwrap();
-            passwords.run_blocking(place, move |_| {
+            passwords.threads.run(place, move |_| {
                 both.wait();
                 let policy = thread_priority::thread_schedule_policy().unwrap();
                 let me = rustix::thread::gettid();
@@ -620,7 +293,7 @@ mod tests {
         for check in checks.collect::<Vec<_>>() {
             match check.await.unwrap() {
                 Ok(PasswordCheck::Matches { .. }) => matched += 1,
-                Err(err) if err.is::<Overloaded>() => refused += 1,
+                Err(PasswordError::Overloaded(_)) => refused += 1,
                 other => panic!("{other:?}"),
             }
         }
@@ -634,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_place_is_held_until_its_check_has_run_even_if_its_caller_gave_up() {
         let passwords = of_cost(64, 1, 1);
-        let places = || passwords.threads.places.available_permits();
+        let places = || passwords.threads.free_places();
         let all = places();
         // The one thread runs a job that waits on `gate`, so the next check
         // stays queued.
@@ -645,7 +318,8 @@ mod tests {
             let passwords = passwords.clone();
             async move {
                 passwords
-                    .run_blocking(place, move |_| {
+                    .threads
+                    .run(place, move |_| {
                         let _ = started.send(());
                         let _ = gate.recv();
                     })
@@ -683,7 +357,7 @@ mod tests {
         assert!(
             check(&passwords, &password, None)
                 .await
-                .is_err_and(|err| err.is::<Overloaded>())
+                .is_err_and(|err| matches!(err, PasswordError::Overloaded(_)))
         );
         drop(held);
         assert_eq!(
@@ -701,7 +375,7 @@ mod tests {
             .checked_sub(MAX_QUEUE_WAIT + Duration::from_millis(1))
             .unwrap();
         let late = check_since(&passwords, &password, Some(&hash), long_ago).await;
-        assert!(late.is_err_and(|err| err.is::<Overloaded>()));
+        assert!(late.is_err_and(|err| matches!(err, PasswordError::Overloaded(_))));
         let just_in_time = Instant::now()
             .checked_sub(MAX_QUEUE_WAIT - Duration::from_millis(500))
             .unwrap();

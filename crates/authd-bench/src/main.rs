@@ -4,7 +4,7 @@
 //! and the server's peak memory. Every answer is checked; one wrong answer
 //! (a revoked token reported valid, say) fails the run.
 //!
-//! `cargo build --release && cargo run --release --bin authd-bench -- --help`
+//! `cargo build --release && cargo run --release -p authd-bench -- --help`
 
 mod drive;
 mod hpack;
@@ -357,15 +357,7 @@ async fn run_backend(
         .into_inner();
     let user = UserId::from(uuid::Uuid::parse_str(&login.user_id)?);
     let key = SigningKey::load_or_generate(&target.data_dir.join("signing-key.pem"))?;
-    let minter = Arc::new(AccessTokens::new(
-        key,
-        TokenSettings {
-            issuer: "authd".into(),
-            audience: "authd".into(),
-            ttl: Duration::from_secs(900),
-            leeway: Duration::from_secs(5),
-        },
-    ));
+    let minter = Arc::new(AccessTokens::new(key, TokenSettings::default()));
     let mut rows = Vec::new();
 
     // validate-hot: 10,000 live tokens, 1% of them logged out.

@@ -280,7 +280,7 @@ fn entry_size(name: &[u8], value: &[u8]) -> usize {
 }
 
 /// Decodes the server's header blocks, keeping its dynamic table.
-pub struct Decoder {
+pub(crate) struct Decoder {
     /// Newest first.
     table: VecDeque<(Vec<u8>, Vec<u8>)>,
     size: usize,
@@ -292,7 +292,7 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for a client that left SETTINGS_HEADER_TABLE_SIZE at
     /// its default.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             table: VecDeque::new(),
             size: 0,
@@ -302,7 +302,7 @@ impl Decoder {
     }
 
     /// Decodes one whole header block, handing each field to `field`.
-    pub fn decode(
+    pub(crate) fn decode(
         &mut self,
         block: &[u8],
         mut field: impl FnMut(&[u8], &[u8]),
@@ -328,7 +328,7 @@ impl Decoder {
                 // indexing (0000) or never indexed (0001).
                 let indexing = first & 0xc0 == 0x40;
                 let index = read_int(block, &mut at, if indexing { 6 } else { 4 })?;
-                let name: Cow<[u8]> = if index == 0 {
+                let name: Cow<'_, [u8]> = if index == 0 {
                     read_string(block, &mut at)?
                 } else {
                     Cow::Owned(self.entry(index)?.0.to_vec())
@@ -378,7 +378,7 @@ impl Decoder {
 /// connection adds its fields to the server's table; every later one is
 /// made of indexes only, and its block is kept and reused as it is until
 /// a new entry shifts the indexes.
-pub struct Encoder {
+pub(crate) struct Encoder {
     authority: String,
     /// Newest last; never evicted: they stay far below any table size the
     /// server allows, or are not added.
@@ -391,7 +391,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn new(authority: String) -> Self {
+    pub(crate) fn new(authority: String) -> Self {
         Self {
             authority,
             entries: Vec::new(),
@@ -403,7 +403,7 @@ impl Encoder {
 
     /// The server's SETTINGS_HEADER_TABLE_SIZE; `Err` if it no longer
     /// holds the fields added to it.
-    pub fn set_room(&mut self, room: usize) -> Result<(), String> {
+    pub(crate) fn set_room(&mut self, room: usize) -> Result<(), String> {
         if room < self.used {
             return Err(format!(
                 "the server shrank its header table to {room} bytes"
@@ -414,7 +414,7 @@ impl Encoder {
     }
 
     /// Appends the header block of a gRPC call of `path` to `out`.
-    pub fn request(&mut self, path: &'static str, out: &mut Vec<u8>) {
+    pub(crate) fn request(&mut self, path: &'static str, out: &mut Vec<u8>) {
         if let Some((_, block)) = self.settled.iter().find(|(p, _)| *p == path) {
             out.extend_from_slice(block);
             return;

@@ -17,7 +17,7 @@ use tonic_health::pb::{
 };
 
 /// Where one benchmark run keeps its data.
-pub struct Target {
+pub(crate) struct Target {
     /// The authd binary.
     pub authd: PathBuf,
     /// `--database-url` for every process of the run.
@@ -30,7 +30,7 @@ pub struct Target {
 
 impl Target {
     /// Runs an authd subcommand against this target's data.
-    pub async fn cli(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    pub(crate) async fn cli(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt as _;
 
         let mut child = Command::new(&self.authd)
@@ -60,7 +60,7 @@ impl Target {
 }
 
 /// One running authd server.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub addr: SocketAddr,
 }
@@ -69,7 +69,7 @@ impl Server {
     /// Starts `authd serve` on a free port and waits until it is SERVING.
     /// It logs as it would by default (`RUST_LOG` unset), to a file in the
     /// data directory.
-    pub async fn start(target: &Target, extra: &[&str]) -> anyhow::Result<Self> {
+    pub(crate) async fn start(target: &Target, extra: &[&str]) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -119,14 +119,14 @@ impl Server {
     }
 
     /// A new HTTP/2 connection to the server.
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
+    pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(format!("http://{}", self.addr))?
             .connect()
             .await?)
     }
 
     /// The process's resident set size now and at its peak, in KiB.
-    pub fn rss_kib(&self) -> (u64, u64) {
+    pub(crate) fn rss_kib(&self) -> (u64, u64) {
         let Some(pid) = self.child.id() else {
             return (0, 0);
         };
@@ -135,7 +135,7 @@ impl Server {
 
     /// CPU time the server's password-hashing threads (`authd-argon2-N`)
     /// have used so far, from `/proc`.
-    pub fn hashing_cpu(&self) -> anyhow::Result<Duration> {
+    pub(crate) fn hashing_cpu(&self) -> anyhow::Result<Duration> {
         let pid = self.child.id().context("the server has exited")?;
         let mut ticks = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -153,7 +153,7 @@ impl Server {
     }
 
     /// Stops the server with SIGTERM, as an operator would.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
             Command::new("kill")
                 .args(["-TERM", &pid.to_string()])

@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// What one scenario sends and how its answers are checked.
-pub trait Calls: Send + Sync + 'static {
+pub(crate) trait Calls: Send + Sync + 'static {
     /// The gRPC method's path.
     fn path(&self) -> &'static str;
     /// Call `iteration` of `worker`: its request, gRPC-framed (see
@@ -47,7 +47,7 @@ pub trait Calls: Send + Sync + 'static {
 }
 
 /// `message` as a gRPC length-prefixed message, uncompressed.
-pub fn framed(message: &[u8]) -> anyhow::Result<Bytes> {
+pub(crate) fn framed(message: &[u8]) -> anyhow::Result<Bytes> {
     let length = u32::try_from(message.len()).context("a message over 4 GiB")?;
     let mut body = Vec::with_capacity(5 + message.len());
     body.push(0);
@@ -63,19 +63,19 @@ const GRACE: Duration = Duration::from_secs(10);
 /// load begins (before its clock starts) and closed when it ends, each
 /// driven by a task of its own. None sits idle between loads, where
 /// nothing would read the server's PINGs.
-pub struct Lanes {
+pub(crate) struct Lanes {
     addr: SocketAddr,
     count: usize,
 }
 
 impl Lanes {
-    pub fn new(addr: SocketAddr, count: usize) -> Self {
+    pub(crate) fn new(addr: SocketAddr, count: usize) -> Self {
         Self { addr, count }
     }
 
     /// `in_flight` calls on each connection, each sent when an answer
     /// frees its place, until `duration` has passed.
-    pub async fn closed_loop(
+    pub(crate) async fn closed_loop(
         &self,
         in_flight: usize,
         duration: Duration,
@@ -95,7 +95,7 @@ impl Lanes {
     /// Calls sent at `rate` per second in all for `duration`, whatever
     /// the answers do; waits for the last answer. The n-th call is made as
     /// worker n, iteration n, on connection n % count.
-    pub async fn open_loop(
+    pub(crate) async fn open_loop(
         &self,
         rate: f64,
         duration: Duration,
@@ -121,7 +121,7 @@ impl Lanes {
     /// in all for each: a change in what else the machine is doing during
     /// the run falls on both alike, so their ratio is steadier than that
     /// of two runs one after the other.
-    pub async fn alternating(
+    pub(crate) async fn alternating(
         &self,
         in_flight: usize,
         duration: Duration,
