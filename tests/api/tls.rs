@@ -122,6 +122,17 @@ async fn serves(client: &mut AuthServiceClient<Channel>) -> Result<(), tonic::St
     Ok(())
 }
 
+/// An error and its sources, for telling a TLS refusal from other failures.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{err:?}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(" <- {cause:?}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether a plaintext client gets any answer at all.
 async fn plaintext_is_answered(world: &World) -> bool {
     let Ok(channel) = Channel::from_shared(format!("http://{}", world.app.addr))
@@ -150,11 +161,11 @@ async fn tls_serves_clients_that_trust_its_ca_and_no_plaintext() {
 
     assert!(!plaintext_is_answered(&world).await);
     let stranger = new_pki("another");
-    let distrusting = client(&world, &stranger, None).await;
-    assert!(
-        distrusting.is_err(),
-        "a client that does not trust the CA connects"
-    );
+    let distrusting = client(&world, &stranger, None)
+        .await
+        .expect_err("a client that does not trust the CA connects");
+    let chain = error_chain(&distrusting);
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
 }
 
 #[tokio::test]
@@ -167,21 +178,27 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     serves(&mut with_cert).await.unwrap();
 
     // TLS 1.3 ends the handshake before the server checks the client's
-    // certificate, so the refusal may come at the first call.
-    let refused = |result: Result<AuthServiceClient<Channel>, _>| async move {
+    // certificate, so the refusal may come at the first call: either way
+    // it must be the server's TLS alert, not any failure.
+    let refusal = |result: Result<AuthServiceClient<Channel>, tonic::transport::Error>| async move {
         match result {
-            Err(_) => true,
-            Ok(mut client) => serves(&mut client).await.is_err(),
+            Err(err) => error_chain(&err),
+            Ok(mut client) => match serves(&mut client).await {
+                Err(status) => error_chain(&status),
+                Ok(()) => "served".to_owned(),
+            },
         }
     };
+    let without = refusal(client(&world, &pki, None).await).await;
     assert!(
-        refused(client(&world, &pki, None).await).await,
-        "no certificate"
+        without.contains("CertificateRequired"),
+        "no certificate: {without}"
     );
     let stranger = new_pki("another");
+    let foreign = refusal(client(&world, &pki, Some(&stranger.client)).await).await;
     assert!(
-        refused(client(&world, &pki, Some(&stranger.client)).await).await,
-        "a certificate of another CA"
+        foreign.contains("UnknownCA"),
+        "a certificate of another CA: {foreign}"
     );
     assert!(!plaintext_is_answered(&world).await);
 }
