@@ -219,23 +219,35 @@ impl<'a> HashingUse<'a> {
         })
     }
 
-    /// The cores the hashing threads kept busy since `start`, and their CPU
-    /// per check for the Logins `login` served (every served Login ran one
-    /// check; a shed one ran none), beside `one`, a check measured alone.
-    fn note(&self, login: &Measured, one: Duration) -> anyhow::Result<String> {
+    /// The cores the hashing threads kept busy since `start`, and the
+    /// server's own CPU per check for the Logins `login` served (every
+    /// served Login ran one check; a shed one ran none).
+    fn finish(&self, login: &Measured) -> anyhow::Result<(f64, Option<Duration>)> {
         let cpu = self.server.hashing_cpu()?.saturating_sub(self.cpu_before);
         let busy = cpu.as_secs_f64() / self.started.elapsed().as_secs_f64();
-        let checks = login.served.len();
-        let per_check = if checks == 0 {
-            "no check served".to_owned()
-        } else {
-            format!("{:.1} ms of CPU a check", millis(cpu) / checks as f64)
-        };
+        let checks = u32::try_from(login.served.len()).unwrap_or(u32::MAX);
+        Ok((busy, (checks > 0).then(|| cpu / checks)))
+    }
+
+    /// [`Self::finish`] as a note, beside `one`, a check measured alone.
+    fn note(&self, login: &Measured, one: Duration) -> anyhow::Result<String> {
+        let (busy, per_check) = self.finish(login)?;
+        let per_check = per_check.map_or_else(
+            || "no check served".to_owned(),
+            |cpu| format!("{:.1} ms of CPU a check", millis(cpu)),
+        );
         Ok(format!(
             "hashing threads busy {busy:.2} cores, {per_check} (alone {:.1} ms)",
             millis(one)
         ))
     }
+}
+
+/// One of the benchmark's targets, as this run measured it.
+struct Goal {
+    target: &'static str,
+    measured: String,
+    met: bool,
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -429,15 +441,24 @@ async fn run_backend(
     let capacity = argon2.capacity();
     let hashing = HashingUse::start(&server)?;
     let login = open_loop(2.0 * capacity, duration, login_call(&channels)).await;
+    // The capacity the target counts from: the cores over what a check
+    // cost the server itself in this scenario.
+    let (_, per_check) = hashing.finish(&login)?;
+    let run_capacity = per_check.map_or(0.0, |cpu| cores as f64 / cpu.as_secs_f64());
+    let login_ratio = if run_capacity > 0.0 {
+        login.rate() / run_capacity
+    } else {
+        0.0
+    };
     rows.push(Row {
         scenario: "login (2x capacity)",
         note: format!(
-            "offered {:.0}/s; capacity {capacity:.0}/s; served/capacity {:.2}; \
-             {cores} checks at once, measured alone: {:.0}/s ({:.2} of capacity); shed {}; {}",
+            "offered {:.0}/s (2 x {cores} cores / {:.1} ms, a check timed alone); \
+             capacity at the server's CPU per check {run_capacity:.0}/s, served/capacity \
+             {login_ratio:.2}; {cores} checks at once, measured alone: {:.0}/s; shed {}; {}",
             2.0 * capacity,
-            login.rate() / capacity,
+            millis(argon2.one),
             argon2.all_cores,
-            argon2.all_cores / capacity,
             login.shed.len(),
             hashing.note(&login, argon2.one)?,
         ),
@@ -523,6 +544,7 @@ async fn run_backend(
     second.stop().await?;
     server.stop().await?;
     let mut out = table(backend, &rows, peak);
+    out.push_str(&goals(&rows, login_ratio));
     // A wrong answer fails the run; so does a health or ValidateToken
     // scenario with no answer at all within its window (a stalled
     // connection would otherwise read as a rate of 0).
@@ -967,6 +989,63 @@ fn table(backend: &str, rows: &[Row], peak_rss_kib: u64) -> String {
         for w in wrong {
             let _ = writeln!(out, "- {w}");
         }
+    }
+    out
+}
+
+/// The targets, met or missed in this run.
+fn goals(rows: &[Row], login_ratio: f64) -> String {
+    let find = |name: &str| {
+        rows.iter()
+            .find(|r| r.scenario == name)
+            .map(|r| &r.measured)
+    };
+    let p99 = |name: &str| {
+        find(name).map_or(f64::NAN, |m| {
+            m.served.value_at_quantile(0.99) as f64 / 1000.0
+        })
+    };
+    let rate = |name: &str| find(name).map_or(0.0, Measured::rate);
+    let hot = rate("validate-hot") / rate("health");
+    let alone = p99("validate-hot at half load");
+    let flood = p99("mixed at half load: validate-hot");
+    let lag = p99("logout seen by a 2nd instance");
+    let goals = [
+        Goal {
+            target: "validate-hot >= 0.8 x health",
+            measured: format!("{hot:.2}"),
+            met: hot >= 0.8,
+        },
+        Goal {
+            target: "validate-hot p99 <= 2 ms at half load",
+            measured: format!("{alone:.2} ms"),
+            met: alone <= 2.0,
+        },
+        Goal {
+            target: "validate-hot p99 beside the login flood <= 1.5 x alone (half load)",
+            measured: format!("{flood:.2} / {alone:.2} ms = {:.2}", flood / alone),
+            met: flood <= 1.5 * alone,
+        },
+        Goal {
+            target: "login served >= 0.85 x cores / the server's CPU per check",
+            measured: format!("{login_ratio:.2}"),
+            met: login_ratio >= 0.85,
+        },
+        Goal {
+            target: "Logout seen by another instance within 50 ms p99",
+            measured: format!("{lag:.2} ms"),
+            met: lag <= 50.0,
+        },
+    ];
+    let mut out = "\n| target | this run | met |\n|---|---|---|\n".to_owned();
+    for goal in goals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            goal.target,
+            goal.measured,
+            if goal.met { "met" } else { "missed" }
+        );
     }
     out
 }
