@@ -12,10 +12,10 @@ use time::format_description::well_known::Rfc3339;
 use crate::{
     auth::{Accounts, HashCost, HashingPriority, Passwords},
     config::{Cli, Command, PurgeArgs, ServeArgs, StorageArgs, UserCommand},
-    domain::{Password, Username},
+    domain::{Password, Role, Username},
     jobs::purge::{PurgePass, purge_once},
     startup::Application,
-    store::Store,
+    store::{Storage as _, Store},
 };
 
 /// Runs the command line's subcommand.
@@ -140,7 +140,11 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                     user.id,
                     state,
                     created,
-                    user.roles.join(",")
+                    user.roles
+                        .iter()
+                        .map(Role::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 );
             }
         }

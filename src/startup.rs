@@ -20,7 +20,7 @@ use crate::{
     },
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
     jobs::{self, purge::PurgeSettings, revocation_sync::SyncSettings},
-    store::{DatabaseSettings, FeedCursor, Store},
+    store::{DatabaseSettings, FeedCursor, Storage as _, Store},
     tls::TlsSettings,
 };
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use authd::{
     auth::{AccessTokens, SigningKey, TokenSettings},
-    domain::{AccessToken, Password, UserId, Username},
+    domain::{AccessToken, Password, Role, UserId, Username},
     grpc::pb::{LoginRequest, LogoutRequest, ValidateTokenRequest},
 };
 use proptest::prelude::*;
@@ -22,7 +22,7 @@ static TOKENS: LazyLock<(AccessTokens, String)> = LazyLock::new(|| {
         .issue(
             UserId::generate(),
             "alice",
-            &["reader".to_owned()],
+            &[Role::parse("reader").unwrap()],
             jsonwebtoken::get_current_timestamp(),
         )
         .unwrap();

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::{PasswordPolicy, Passwords, revocation_cutoff};
 use crate::{
     domain::{Password, Role, UserId, Username},
-    store::{NewUser, Store, StoreError, UserRecord},
+    store::{NewUser, Storage as _, Store, StoreError, UserRecord},
 };
 
 /// Why an account operation failed.
@@ -72,13 +72,12 @@ impl Accounts {
     ) -> Result<UserId, AccountError> {
         let hash = self.hash_new(password).await?;
         let id = UserId::generate();
-        let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
         self.store
             .add_user(NewUser {
                 id,
                 username,
                 password_hash: &hash,
-                roles: &roles,
+                roles,
             })
             .await
             .map_err(|err| match err {

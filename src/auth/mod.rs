@@ -32,7 +32,7 @@ pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
 use self::throttle::{Refusal, Settlement};
 use crate::{
     domain::{AccessToken, Password, UserId, Username},
-    store::{Revocation, Store, StoreError, UserRecord},
+    store::{Revocation, Storage as _, Store, StoreError, UserRecord},
 };
 
 /// The longest a Login waits for the user's cut-off second to pass.
@@ -255,10 +255,10 @@ impl Authenticator {
             }
         }
         let issued_at = jsonwebtoken::get_current_timestamp();
-        let user_id = UserId::from(user.id);
+        let user_id = user.id;
         let issued = self
             .tokens
-            .issue(user_id, &user.username, &user.roles, issued_at)
+            .issue(user_id, user.username.as_str(), &user.roles, issued_at)
             .map_err(|err| AuthError::Internal(err.into()))?;
         tracing::info!(user_id = %user_id, jti = %issued.claims.jti, "issued a token");
         Ok(Session {
@@ -344,7 +344,7 @@ impl Authenticator {
         let upgraded = match self.passwords.hash(password).await {
             Ok(hash) => self
                 .store
-                .replace_password_hash(UserId::from(user.id), &user.password_hash, &hash)
+                .replace_password_hash(user.id, &user.password_hash, &hash)
                 .await
                 .map_err(AuthError::from),
             Err(err) => Err(AuthError::from(err)),

@@ -1,13 +1,6 @@
 //! The revocation state, held in memory so that ValidateToken needs no
-//! database round trip: the logged-out `jti`s until they expire, and the
-//! users whose tokens are restricted (disabled, deleted, or with a cut-off).
-//!
-//! It is filled from the store at start-up and kept current by the sync
-//! job (`jobs::revocation_sync`): changes made by this instance are applied
-//! as soon as they are committed, changes made elsewhere arrive as
-//! notifications and through a periodic catch-up. The state knows when it
-//! last caught up; when that is too long ago it is not trusted, and
-//! validation fails closed.
+//! database round trip; when it has not matched the store for too long it is
+//! not trusted, and validation fails closed.
 
 use std::{
     collections::HashMap,
@@ -87,17 +80,17 @@ impl RevocationState {
                 tokens_valid_after,
             } => {
                 let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
-                let entry = users.entry(id).or_default();
+                let entry = users.entry(id.as_uuid()).or_default();
                 entry.disabled = disabled;
                 // A cut-off only moves forward, whatever order news arrive in.
                 entry.tokens_valid_after = entry.tokens_valid_after.max(tokens_valid_after);
                 if !entry.deleted && !entry.disabled && entry.tokens_valid_after.is_none() {
-                    users.remove(&id);
+                    users.remove(&id.as_uuid());
                 }
             }
             Revocation::UserDeleted { id } => {
                 let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
-                users.entry(id).or_default().deleted = true;
+                users.entry(id.as_uuid()).or_default().deleted = true;
             }
         }
     }
@@ -182,6 +175,7 @@ impl RevocationState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserId;
 
     fn fresh() -> RevocationState {
         let state = RevocationState::new(Duration::from_secs(60));
@@ -234,7 +228,7 @@ mod tests {
         let state = fresh();
         let user = Uuid::new_v4();
         let restrict = |disabled, cutoff| Revocation::User {
-            id: user,
+            id: UserId::from(user),
             disabled,
             tokens_valid_after: cutoff,
         };
@@ -254,9 +248,11 @@ mod tests {
     fn a_deleted_user_stays_revoked() {
         let state = fresh();
         let user = Uuid::new_v4();
-        state.apply(Revocation::UserDeleted { id: user });
+        state.apply(Revocation::UserDeleted {
+            id: UserId::from(user),
+        });
         state.apply(Revocation::User {
-            id: user,
+            id: UserId::from(user),
             disabled: false,
             tokens_valid_after: None,
         });

@@ -1,15 +1,6 @@
-//! Login throttling: after a few failed Logins, an exponential back-off
-//! during which further attempts are refused without checking the password
-//! (the right one included).
-//!
-//! Failures are counted per canonical username, unknown names included, in
-//! the store, so every instance on one database shares the count; and per
-//! client address, in this process's memory, in a bounded table. Only
-//! settled failures count, so many concurrent Logins of one user that all
-//! succeed are never throttled. So that concurrent guesses cannot slip past
-//! the limit together, a name runs at most as many password checks at once
-//! as it has free failures (five), and only one at a time once any failure
-//! is on record: each then sees the failures of those before it.
+//! Login throttling: after a few failed Logins for a name or from an
+//! address, an exponential back-off during which attempts are refused unchecked
+//! (docs/operations.md, "Brute force", has the rules).
 
 use std::{
     hash::{BuildHasher as _, RandomState},
@@ -25,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::{
     domain::Username,
-    store::{FailedLogins, Store, StoreError},
+    store::{FailedLogins, Storage as _, Store, StoreError},
 };
 
 /// Which failures count.

@@ -1,8 +1,5 @@
-//! Tokens already verified, so that a token seen before skips the
-//! signature check (the costly part of ValidateToken). Keyed by the token's
-//! exact text: a token that differs in one byte is verified afresh. Bounded
-//! in bytes; an entry is never used at or after its token's expiry.
-//! Revocation is not cached: it is checked on every call.
+//! Tokens already verified, keyed by their exact text, so that a token seen
+//! before skips the signature check; never used past the token's expiry.
 
 use std::sync::Arc;
 

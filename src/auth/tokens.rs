@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys::SigningKey;
-use crate::domain::UserId;
+use crate::domain::{Role, UserId};
 
 /// The `typ` header of our tokens (RFC 9068).
 const TOKEN_TYPE: &str = "at+jwt";
@@ -135,7 +135,7 @@ impl AccessTokens {
         &self,
         user: UserId,
         username: &str,
-        roles: &[String],
+        roles: &[Role],
         issued_at: u64,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let claims = Claims {
@@ -146,7 +146,7 @@ impl AccessTokens {
             iat: issued_at,
             exp: issued_at + self.settings.ttl.as_secs(),
             username: username.to_owned(),
-            roles: roles.to_vec(),
+            roles: roles.iter().map(|role| role.as_str().to_owned()).collect(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, self.key.encoding())?;
         Ok(IssuedToken {
@@ -258,7 +258,7 @@ mod tests {
             .issue(
                 user,
                 "alice",
-                &["admin".to_owned()],
+                &[Role::parse("admin").unwrap()],
                 jsonwebtoken::get_current_timestamp(),
             )
             .unwrap();

@@ -5,7 +5,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{grpc::SERVICE_NAME, store::Store};
+use crate::{
+    grpc::SERVICE_NAME,
+    store::{Storage as _, Store},
+};
 
 /// How often the database is pinged.
 const PING_EVERY: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{ThrottleSettings, TokenSettings},
-    store::{PurgeOutcome, Store, StoreError},
+    store::{PurgeOutcome, Storage as _, Store, StoreError},
 };
 
 /// How often and in what batches to purge, and how long to keep what the

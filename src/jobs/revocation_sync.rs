@@ -1,7 +1,6 @@
-//! Keeps the in-memory revocation state in step with the store: applies
-//! the notifications of revocations made elsewhere as they arrive
-//! (PostgreSQL), catches up on a short period (and at once whenever a
-//! notification may have been lost), and forgets what has expired.
+//! Keeps the in-memory revocation state in step with the store:
+//! notifications as they arrive, catch-ups on a short period, and sweeps of
+//! what has expired.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::RevocationState,
-    store::{FeedCursor, Store},
+    store::{FeedCursor, Storage as _, Store},
 };
 
 /// How the state is kept current.

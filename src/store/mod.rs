@@ -1,20 +1,12 @@
-//! Storage: the only place that speaks SQL.
-//!
-//! [`Store`] is the one interface the rest of authd sees. Behind it runs
-//! one of two backends, chosen once from the database URL at start-up:
-//!
-//! - [`postgres`]: for production and for several instances on several
-//!   hosts;
-//! - [`sqlite`]: an embedded file, the default when no URL is given, for
-//!   development and small single-host installations (several processes on
-//!   one host may share the file).
-//!
-//! Both keep the same tables (`users`, `revoked_tokens`) and behave the
-//! same; each has its migrations, embedded in the binary.
+//! Storage, the only place that speaks SQL: the [`Storage`] contract, and
+//! [`Store`], which runs it on PostgreSQL or an SQLite file as the
+//! database URL says.
 
-pub mod postgres;
+mod contract;
+mod postgres;
 mod records;
-pub mod sqlite;
+mod shared;
+mod sqlite;
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
@@ -22,6 +14,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use contract::Storage;
 pub use records::{AddUserError, FailedLogins, NewUser, PurgeOutcome, Revocation, UserRecord};
 
 use crate::domain::{UserId, Username};
@@ -126,7 +119,7 @@ fn is_connection_failure(err: &sqlx::Error) -> bool {
 
 /// Runs one database operation under `deadline`, sorting its failure with
 /// the backend's `unavailable` test.
-async fn bounded<T>(
+async fn with_deadline<T>(
     deadline: Duration,
     unavailable: fn(&sqlx::Error) -> bool,
     operation: impl Future<Output = Result<T, sqlx::Error>>,
@@ -158,7 +151,22 @@ impl FeedCursor {
     }
 }
 
-pub use postgres::RevocationListener;
+/// Notifications of revocations as they commit anywhere, from
+/// [`Storage::listen`] where the backend has them.
+#[derive(Debug)]
+pub struct RevocationNotifications(postgres::Listener);
+
+impl RevocationNotifications {
+    /// Waits for the next revocation announced. `Ok(None)` when
+    /// notifications may have been missed (the connection dropped and was
+    /// made again, or a payload did not parse): the caller must catch up.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the connection cannot be made again.
+    pub async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
+        self.0.next().await
+    }
+}
 
 /// The database, behind a connection pool. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -198,86 +206,49 @@ impl Store {
         })
     }
 
-    /// Wraps a PostgreSQL pool made elsewhere (the tests make their own),
-    /// with the default operation timeout.
-    pub fn from_pg_pool(pool: sqlx::PgPool) -> Self {
-        Self(Backend::Postgres(postgres::PgStore::new(
-            pool,
-            DEFAULT_OPERATION_TIMEOUT,
-        )))
+    /// Whether [`Storage::listen`] gives notifications.
+    pub fn has_notifications(&self) -> bool {
+        matches!(self.0, Backend::Postgres(_))
+    }
+}
+
+impl Storage for Store {
+    fn backend_name(&self) -> &'static str {
+        on_backend!(self, store => store.backend_name())
     }
 
-    /// Which backend runs, for the log: `postgres` or `sqlite`.
-    pub fn backend_name(&self) -> &'static str {
-        match self.0 {
-            Backend::Postgres(_) => "postgres",
-            Backend::Sqlite(_) => "sqlite",
-        }
-    }
-
-    /// Applies the migrations that have not run yet.
-    ///
-    /// # Errors
-    /// When a migration fails or the database cannot be reached.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
+    async fn migrate(&self) -> anyhow::Result<()> {
         on_backend!(self, store => store.migrate().await)
     }
 
-    /// Asks the database for a trivial answer: is it there?
-    ///
-    /// # Errors
-    /// [`StoreError`] when it does not answer.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(self, store => store.ping().await)
     }
 
-    /// Closes every connection; awaits the ones in use.
-    pub async fn close(&self) {
+    async fn close(&self) {
         on_backend!(self, store => store.close().await);
     }
 
-    /// Finds a user by name, whatever the letter case.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn find_user_by_name(
+    async fn find_user_by_name(
         &self,
         username: &Username,
     ) -> Result<Option<UserRecord>, StoreError> {
         on_backend!(self, store => store.find_user_by_name(username).await)
     }
 
-    /// Every user, by name.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         on_backend!(self, store => store.list_users().await)
     }
 
-    /// How many users there are.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn count_users(&self) -> Result<u64, StoreError> {
+    async fn count_users(&self) -> Result<u64, StoreError> {
         on_backend!(self, store => store.count_users().await)
     }
 
-    /// Adds a user.
-    ///
-    /// # Errors
-    /// [`AddUserError::NameTaken`] when the name is in use, whatever its case.
-    pub async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
+    async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
         on_backend!(self, store => store.add_user(user).await)
     }
 
-    /// Replaces a user's password hash and revokes the tokens issued before
-    /// `cutoff` (a later cut-off already in place stays). Returns false when
-    /// there is no such user.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn set_password(
+    async fn set_password(
         &self,
         username: &Username,
         password_hash: &str,
@@ -286,13 +257,7 @@ impl Store {
         on_backend!(self, store => store.set_password(username, password_hash, cutoff).await)
     }
 
-    /// Replaces the hash `old` of a user by `new`, leaving its tokens be
-    /// (the password is the same, only its hash's cost changes). Returns
-    /// false when the hash is no longer `old`: a password change won.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn replace_password_hash(
+    async fn replace_password_hash(
         &self,
         user: UserId,
         old: &str,
@@ -301,12 +266,7 @@ impl Store {
         on_backend!(self, store => store.replace_password_hash(user, old, new).await)
     }
 
-    /// Disables a user and revokes the tokens issued before `cutoff`.
-    /// Returns false when there is no such user.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn disable_user(
+    async fn disable_user(
         &self,
         username: &Username,
         cutoff: OffsetDateTime,
@@ -314,31 +274,15 @@ impl Store {
         on_backend!(self, store => store.disable_user(username, cutoff).await)
     }
 
-    /// Lets a disabled user log in again. Tokens revoked by the disabling
-    /// stay revoked. Returns false when there is no such user.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
+    async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
         on_backend!(self, store => store.enable_user(username).await)
     }
 
-    /// Deletes a user; its tokens stop validating because their `sub` no
-    /// longer names a user. Returns false when there is no such user.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
+    async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
         on_backend!(self, store => store.delete_user(username).await)
     }
 
-    /// Records the revocation of token `jti` until `expires_at`. Returns
-    /// whether a row was written (false: it was revoked already). The row is
-    /// committed (on disk) when this returns.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails; nothing is then promised.
-    pub async fn revoke(
+    async fn revoke(
         &self,
         jti: Uuid,
         user: UserId,
@@ -347,42 +291,26 @@ impl Store {
         on_backend!(self, store => store.revoke(jti, user, expires_at).await)
     }
 
-    /// Deletes the revocations whose `expires_at` is before `now`, at most
-    /// `batch_size` rows per statement so no lock is held for long. One
-    /// process purges at a time; another gets [`PurgeOutcome::Busy`].
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails; the batches deleted before
-    /// the failure stay deleted.
-    pub async fn purge_expired(
+    async fn purge_expired(
         &self,
         now: OffsetDateTime,
         batch_size: u32,
     ) -> Result<PurgeOutcome, StoreError> {
         on_backend!(self, store => store.purge_expired(now, batch_size).await)
     }
-}
 
-impl Store {
-    /// Reads every revocation still in force: what the in-memory state
-    /// starts from. Returns where a later [`Store::revocations_since`]
-    /// picks up.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn load_revocations(
+    async fn forget_deleted_users(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.forget_deleted_users(before).await)
+    }
+
+    async fn load_revocations(
         &self,
         apply: &mut (dyn FnMut(Revocation) + Send),
     ) -> Result<FeedCursor, StoreError> {
         on_backend!(self, store => store.load_revocations(apply).await)
     }
 
-    /// Reads the revocations made since `cursor` (and a little before: a
-    /// revocation may be given again), wherever they were made.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn revocations_since(
+    async fn revocations_since(
         &self,
         cursor: &FeedCursor,
         apply: &mut (dyn FnMut(Revocation) + Send),
@@ -390,40 +318,15 @@ impl Store {
         on_backend!(self, store => store.revocations_since(cursor, apply).await)
     }
 
-    /// Whether [`Store::listen`] gives notifications.
-    pub fn has_notifications(&self) -> bool {
-        matches!(self.0, Backend::Postgres(_))
+    async fn listen(&self) -> Result<Option<RevocationNotifications>, StoreError> {
+        on_backend!(self, store => store.listen().await)
     }
 
-    /// Notifications of revocations as they commit anywhere, where the
-    /// backend has them (PostgreSQL); `None` where it does not (SQLite:
-    /// read [`Store::revocations_since`] often instead).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn listen(&self) -> Result<Option<RevocationListener>, StoreError> {
-        match &self.0 {
-            Backend::Postgres(store) => store.listen().await,
-            Backend::Sqlite(_) => Ok(None),
-        }
-    }
-
-    /// The failed-Login count of `key` (a canonical username), if any.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn failed_logins(&self, key: &str) -> Result<Option<FailedLogins>, StoreError> {
+    async fn failed_logins(&self, key: &str) -> Result<Option<FailedLogins>, StoreError> {
         on_backend!(self, store => store.failed_logins(key).await)
     }
 
-    /// Replaces the failed-Login count of `key` (a canonical username) with
-    /// what `update` makes of the current one (`None` deletes it), as one
-    /// transaction: concurrent updates of one key, from any process on the
-    /// database, run one after another.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails; nothing is then changed.
-    pub async fn update_failed_logins(
+    async fn update_failed_logins(
         &self,
         key: &str,
         update: impl FnOnce(Option<FailedLogins>) -> Option<FailedLogins> + Send,
@@ -431,22 +334,8 @@ impl Store {
         on_backend!(self, store => store.update_failed_logins(key, update).await)
     }
 
-    /// Deletes the failed-Login counts whose last failure, and back-off,
-    /// ended before `before`. Returns how many.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn forget_failed_logins(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+    async fn forget_failed_logins(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         on_backend!(self, store => store.forget_failed_logins(before).await)
-    }
-
-    /// Deletes the records of users deleted before `before`: no token of
-    /// theirs can be current any more. Returns how many.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails.
-    pub async fn forget_deleted_users(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        on_backend!(self, store => store.forget_deleted_users(before).await)
     }
 }
 

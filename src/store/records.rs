@@ -1,22 +1,22 @@
-//! What the store hands out and takes in, whichever backend runs.
+//! What the store hands out and takes in, whichever backend runs: domain
+//! types, parsed again when read back, so the use cases never convert.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{UserId, Username};
+use crate::domain::{Role, UserId, Username};
 
 /// A user as stored.
-#[derive(sqlx::FromRow)]
 pub struct UserRecord {
     /// The user's id, the `sub` of its tokens.
-    pub id: Uuid,
+    pub id: UserId,
     /// The name as spelled when the user was added.
-    pub username: String,
+    pub username: Username,
     /// The argon2 PHC string.
     pub password_hash: String,
     /// Roles copied into every token.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// Set while the user is disabled.
     pub disabled_at: Option<OffsetDateTime>,
     /// Tokens issued before this instant are revoked.
@@ -47,7 +47,7 @@ pub struct NewUser<'a> {
     /// The argon2 PHC string of its password.
     pub password_hash: &'a str,
     /// Its roles.
-    pub roles: &'a [String],
+    pub roles: &'a [Role],
 }
 
 /// Adding a user failed.
@@ -61,7 +61,7 @@ pub enum AddUserError {
     Store(#[from] StoreError),
 }
 
-/// What one purge pass did.
+/// What one purge of expired revocations did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeOutcome {
     /// This many expired rows were deleted.
@@ -86,7 +86,7 @@ pub enum Revocation {
     /// (Unix seconds) are revoked, and all of them while it is disabled.
     User {
         /// The user.
-        id: Uuid,
+        id: UserId,
         /// Whether the user is disabled.
         disabled: bool,
         /// The cut-off, Unix seconds.
@@ -95,7 +95,7 @@ pub enum Revocation {
     /// The user was deleted: all its tokens are revoked.
     UserDeleted {
         /// The user.
-        id: Uuid,
+        id: UserId,
     },
 }
 

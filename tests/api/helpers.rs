@@ -13,7 +13,7 @@ use authd::{
     },
     jobs::purge::PurgeSettings,
     startup::{Application, ServeSettings},
-    store::{DatabaseSettings, Store},
+    store::{DatabaseSettings, Storage as _, Store},
 };
 use sqlx::{Connection as _, PgConnection, PgPool, SqlitePool};
 use time::OffsetDateTime;
@@ -186,61 +186,6 @@ impl TestSql {
         }
     }
 
-    pub(crate) async fn insert_revocations(&self, count: usize, expires_at: OffsetDateTime) {
-        let sql = "insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
-                   values ($1, $2, $3, $4)";
-        for _ in 0..count {
-            let (jti, user) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-            match self {
-                Self::Postgres(pool) => sqlx::query(sql)
-                    .bind(jti)
-                    .bind(user)
-                    .bind(expires_at)
-                    .bind(OffsetDateTime::now_utc())
-                    .execute(pool)
-                    .await
-                    .map(drop),
-                Self::Sqlite(pool) => sqlx::query(sql)
-                    .bind(jti)
-                    .bind(user)
-                    .bind(expires_at.unix_timestamp())
-                    .bind(now())
-                    .execute(pool)
-                    .await
-                    .map(drop),
-            }
-            .unwrap();
-        }
-    }
-
-    pub(crate) async fn password_hash(&self, username: &str) -> String {
-        let sql = "select password_hash from users where username = $1";
-        match self {
-            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(username).fetch_one(pool).await,
-            Self::Sqlite(pool) => sqlx::query_scalar(sql).bind(username).fetch_one(pool).await,
-        }
-        .unwrap()
-    }
-
-    pub(crate) async fn set_password_hash(&self, username: &str, hash: &str) {
-        let sql = "update users set password_hash = $2 where username = $1";
-        match self {
-            Self::Postgres(pool) => sqlx::query(sql)
-                .bind(username)
-                .bind(hash)
-                .execute(pool)
-                .await
-                .map(drop),
-            Self::Sqlite(pool) => sqlx::query(sql)
-                .bind(username)
-                .bind(hash)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
-        .unwrap();
-    }
-
     /// Sets every user's cut-off to `at`.
     pub(crate) async fn set_cutoff(&self, at: OffsetDateTime) {
         let sql = "update users set tokens_valid_after = $1";
@@ -253,6 +198,22 @@ impl TestSql {
                 .map(drop),
         }
         .unwrap();
+    }
+}
+
+/// Writes `count` revocations of new tokens of new users, through the
+/// store, each kept until `expires_at`.
+pub(crate) async fn insert_revocations(store: &Store, count: usize, expires_at: OffsetDateTime) {
+    for _ in 0..count {
+        let written = store
+            .revoke(
+                uuid::Uuid::new_v4(),
+                authd::domain::UserId::generate(),
+                expires_at,
+            )
+            .await
+            .unwrap();
+        assert!(written);
     }
 }
 
@@ -440,6 +401,7 @@ pub(crate) struct World {
     pub dir: tempfile::TempDir,
     pub app: TestApp,
     pub accounts: Accounts,
+    pub store: Store,
     pub sql: TestSql,
 }
 
@@ -477,8 +439,9 @@ impl World {
         let mut settings = settings(url, dir.path().join("signing-key.pem"));
         tweak(&mut settings);
         let app = TestApp::spawn(settings).await;
+        let store = db.store().await;
         let accounts = Accounts::new(
-            db.store().await,
+            store.clone(),
             Passwords::new(HashCost::default(), 2, HashingPriority::default()).unwrap(),
             PasswordPolicy::default(),
         );
@@ -488,8 +451,30 @@ impl World {
             dir,
             app,
             accounts,
+            store,
             sql,
         }
+    }
+
+    /// The stored password hash of `name`.
+    pub(crate) async fn password_hash(&self, name: &str) -> String {
+        let name = Username::parse(name).unwrap();
+        let user = self.store.find_user_by_name(&name).await.unwrap();
+        user.expect("the user exists").password_hash
+    }
+
+    /// Replaces the stored password hash of `name` by `hash`, as a Login
+    /// that re-hashes does.
+    pub(crate) async fn set_password_hash(&self, name: &str, hash: &str) {
+        let name = Username::parse(name).unwrap();
+        let user = self.store.find_user_by_name(&name).await.unwrap();
+        let user = user.expect("the user exists");
+        let replaced = self
+            .store
+            .replace_password_hash(user.id, &user.password_hash, hash)
+            .await
+            .unwrap();
+        assert!(replaced);
     }
 
     pub(crate) async fn add_user(&self, name: &str, password: &str, roles: &[&str]) {

@@ -231,20 +231,19 @@ async fn a_database_that_stops_answering_makes_calls_unavailable_not_hung() {
 
 #[tokio::test]
 async fn a_query_on_a_connection_that_goes_silent_times_out_as_unavailable() {
-    use authd::store::{Store, StoreError};
+    use authd::store::{DatabaseSettings, Storage as _, Store, StoreError};
 
     let proxy = DbProxy::start().await;
     let db = crate::helpers::TestDb::new(Backend::Postgres).await;
     db.store().await;
-    // No ping before use: the query itself meets the silent connection, so
-    // only the store's own deadline can end it.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .connect(&db.url_via(Some(proxy.port)))
-        .await
-        .unwrap();
-    let store = Store::from_pg_pool(pool);
+    // One connection, and a deadline shorter than the pool's wait for a
+    // connection (3 s): when the connection goes silent, whether in the
+    // pool's test before use or in the query, only the store's own
+    // deadline can end the call.
+    let mut settings = DatabaseSettings::new(db.url_via(Some(proxy.port)).parse().unwrap());
+    settings.max_connections = 1;
+    settings.operation_timeout = Duration::from_secs(1);
+    let store = Store::connect(&settings).await.unwrap();
     store.ping().await.unwrap();
 
     proxy.freeze();

@@ -65,7 +65,7 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens(ba
         .hash(&Password::parse("correct horse battery").unwrap())
         .await
         .unwrap();
-    world.sql.set_password_hash("alice", &old).await;
+    world.set_password_hash("alice", &old).await;
 
     world
         .app
@@ -73,7 +73,7 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens(ba
         .await
         .unwrap();
 
-    let new = world.sql.password_hash("alice").await;
+    let new = world.password_hash("alice").await;
     assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
     assert!(world.app.validate(&first.access_token).await.valid);
     assert!(
@@ -88,9 +88,8 @@ async fn a_hash_of_an_older_cost_is_replaced_at_login_without_revoking_tokens(ba
 async fn a_stored_hash_of_absurd_cost_is_refused_not_run(backend: Backend) {
     let mut world = World::new(backend).await;
     world.add_user("alice", "correct horse battery", &[]).await;
-    let hash = world.sql.password_hash("alice").await;
+    let hash = world.password_hash("alice").await;
     world
-        .sql
         .set_password_hash("alice", &hash.replace("m=19456,", "m=4194304,"))
         .await;
 

@@ -1,9 +1,9 @@
 use std::time::Duration;
 
-use authd::store::{PurgeOutcome, Store};
+use authd::store::{PurgeOutcome, Storage as _, Store};
 use time::OffsetDateTime;
 
-use crate::helpers::{Backend, TestDb, TestSql, World, on_both_backends};
+use crate::helpers::{Backend, TestDb, TestSql, World, insert_revocations, on_both_backends};
 
 /// A migrated database with no server on it: no purge task races the test.
 async fn quiet_database(backend: Backend) -> (TestDb, Store, TestSql) {
@@ -16,10 +16,8 @@ async fn quiet_database(backend: Backend) -> (TestDb, Store, TestSql) {
 async fn purge_removes_expired_rows_in_batches_and_keeps_live_ones(backend: Backend) {
     let (_db, store, sql) = quiet_database(backend).await;
     let now = OffsetDateTime::now_utc();
-    sql.insert_revocations(25, now - time::Duration::hours(1))
-        .await;
-    sql.insert_revocations(3, now + time::Duration::hours(1))
-        .await;
+    insert_revocations(&store, 25, now - time::Duration::hours(1)).await;
+    insert_revocations(&store, 3, now + time::Duration::hours(1)).await;
 
     assert_eq!(
         store.purge_expired(now, 10).await.unwrap(),
@@ -104,8 +102,7 @@ impl PurgeLockHolder {
 async fn only_one_process_purges_at_a_time(backend: Backend) {
     let (db, store, sql) = quiet_database(backend).await;
     let now = OffsetDateTime::now_utc();
-    sql.insert_revocations(2, now - time::Duration::hours(1))
-        .await;
+    insert_revocations(&store, 2, now - time::Duration::hours(1)).await;
     let holder = PurgeLockHolder::take(&db, &sql).await;
 
     assert_eq!(
@@ -122,11 +119,19 @@ async fn only_one_process_purges_at_a_time(backend: Backend) {
 }
 
 async fn the_server_purges_on_its_own(backend: Backend) {
-    let (db, _store, sql) = quiet_database(backend).await;
-    sql.insert_revocations(4, OffsetDateTime::now_utc() - time::Duration::hours(1))
-        .await;
-    sql.insert_revocations(1, OffsetDateTime::now_utc() + time::Duration::hours(1))
-        .await;
+    let (db, store, sql) = quiet_database(backend).await;
+    insert_revocations(
+        &store,
+        4,
+        OffsetDateTime::now_utc() - time::Duration::hours(1),
+    )
+    .await;
+    insert_revocations(
+        &store,
+        1,
+        OffsetDateTime::now_utc() + time::Duration::hours(1),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = crate::helpers::settings(db.url(), dir.path().join("key.pem"));
     settings.purge.interval = Duration::from_secs(1);

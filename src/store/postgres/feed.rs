@@ -8,7 +8,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::store::{FeedCursor, Revocation, StoreError};
+use crate::{
+    domain::UserId,
+    store::{FeedCursor, Revocation, StoreError},
+};
 
 /// The channel the triggers announce changes on.
 const CHANNEL: &str = "authd_revocations";
@@ -29,7 +32,8 @@ fn unix(column: &str) -> String {
 }
 
 impl PgStore {
-    pub(in crate::store) async fn load_revocations(
+    /// Every revocation in force, from the start.
+    pub(super) async fn load_feed(
         &self,
         apply: &mut (dyn FnMut(Revocation) + Send),
     ) -> Result<FeedCursor, StoreError> {
@@ -42,7 +46,7 @@ impl PgStore {
                 unix("expires_at")
             );
             let rows: Vec<(Uuid, i64)> = self
-                .bounded(
+                .with_deadline(
                     sqlx::query_as(sqlx::AssertSqlSafe(sql))
                         .bind(clock)
                         .bind(last)
@@ -68,7 +72,8 @@ impl PgStore {
         Ok(FeedCursor::at(clock))
     }
 
-    pub(in crate::store) async fn revocations_since(
+    /// What changed since `cursor`.
+    pub(super) async fn read_feed_since(
         &self,
         cursor: &FeedCursor,
         apply: &mut (dyn FnMut(Revocation) + Send),
@@ -89,7 +94,7 @@ impl PgStore {
                 unix("expires_at")
             );
             let rows: Vec<(OffsetDateTime, Uuid, i64)> = self
-                .bounded(
+                .with_deadline(
                     sqlx::query_as(sqlx::AssertSqlSafe(sql))
                         .bind(after_at)
                         .bind(after_jti)
@@ -116,7 +121,7 @@ impl PgStore {
 
     /// The database's clock: the cursor is kept in its time, not ours.
     async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
-        self.bounded(sqlx::query_scalar("select now()").fetch_one(&self.pool))
+        self.with_deadline(sqlx::query_scalar("select now()").fetch_one(&self.pool))
             .await
     }
 
@@ -134,9 +139,11 @@ impl PgStore {
         if let Some(since) = since {
             query = query.bind(since);
         }
-        for (id, disabled, tokens_valid_after) in self.bounded(query.fetch_all(&self.pool)).await? {
+        for (id, disabled, tokens_valid_after) in
+            self.with_deadline(query.fetch_all(&self.pool)).await?
+        {
             apply(Revocation::User {
-                id,
+                id: UserId::from(id),
                 disabled,
                 tokens_valid_after,
             });
@@ -150,53 +157,40 @@ impl PgStore {
         apply: &mut (dyn FnMut(Revocation) + Send),
     ) -> Result<(), StoreError> {
         let ids: Vec<Uuid> = self
-            .bounded(
+            .with_deadline(
                 sqlx::query_scalar("select user_id from deleted_users where deleted_at >= $1")
                     .bind(since.unwrap_or(OffsetDateTime::UNIX_EPOCH))
                     .fetch_all(&self.pool),
             )
             .await?;
         for id in ids {
-            apply(Revocation::UserDeleted { id });
+            apply(Revocation::UserDeleted {
+                id: UserId::from(id),
+            });
         }
         Ok(())
     }
 
-    pub(in crate::store) async fn forget_deleted_users(
-        &self,
-        before: OffsetDateTime,
-    ) -> Result<u64, StoreError> {
-        let done = self
-            .bounded(
-                sqlx::query("delete from deleted_users where deleted_at < $1")
-                    .bind(before)
-                    .execute(&self.pool),
-            )
+    /// A connection listening on the triggers' channel.
+    pub(super) async fn listener(&self) -> Result<Listener, StoreError> {
+        let mut listener = self
+            .with_deadline(PgListener::connect_with(&self.pool))
             .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub(in crate::store) async fn listen(&self) -> Result<Option<RevocationListener>, StoreError> {
-        let mut listener = self.bounded(PgListener::connect_with(&self.pool)).await?;
-        self.bounded(listener.listen(CHANNEL)).await?;
-        Ok(Some(RevocationListener { listener }))
+        self.with_deadline(listener.listen(CHANNEL)).await?;
+        Ok(Listener { listener })
     }
 }
 
 /// Notifications of revocations made anywhere, as they commit.
 #[derive(Debug)]
-pub struct RevocationListener {
+pub(in crate::store) struct Listener {
     listener: PgListener,
 }
 
-impl RevocationListener {
-    /// Waits for the next revocation announced. `Ok(None)` when
-    /// notifications may have been missed (the connection dropped and was
-    /// made again, or a payload did not parse): the caller must catch up.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the connection cannot be made again.
-    pub async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
+impl Listener {
+    /// The next revocation announced; `Ok(None)` when some may have been
+    /// missed.
+    pub(in crate::store) async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
         match self.listener.try_recv().await {
             Ok(Some(notification)) => Ok(parse(&notification)),
             Ok(None) => Ok(None),
@@ -225,7 +219,7 @@ fn parse_payload(payload: &str) -> Option<Revocation> {
             expires_at: words.next()?.parse().ok()?,
         },
         ("user", id) => Revocation::User {
-            id: id.parse().ok()?,
+            id: UserId::from(id.parse::<Uuid>().ok()?),
             disabled: words.next()?.parse().ok()?,
             tokens_valid_after: match words.next()? {
                 "-" => None,
@@ -233,7 +227,7 @@ fn parse_payload(payload: &str) -> Option<Revocation> {
             },
         },
         ("deleted", id) => Revocation::UserDeleted {
-            id: id.parse().ok()?,
+            id: UserId::from(id.parse::<Uuid>().ok()?),
         },
         _ => return None,
     };
@@ -257,7 +251,7 @@ mod tests {
         assert_eq!(
             parse_payload(&format!("user {id} true 1700000001")),
             Some(Revocation::User {
-                id,
+                id: UserId::from(id),
                 disabled: true,
                 tokens_valid_after: Some(1_700_000_001)
             })
@@ -265,14 +259,16 @@ mod tests {
         assert_eq!(
             parse_payload(&format!("user {id} false -")),
             Some(Revocation::User {
-                id,
+                id: UserId::from(id),
                 disabled: false,
                 tokens_valid_after: None
             })
         );
         assert_eq!(
             parse_payload(&format!("deleted {id}")),
-            Some(Revocation::UserDeleted { id })
+            Some(Revocation::UserDeleted {
+                id: UserId::from(id)
+            })
         );
         for bad in [
             "",

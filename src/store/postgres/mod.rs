@@ -1,27 +1,41 @@
 //! The PostgreSQL backend: for production and for several instances
 //! sharing one database.
 
-mod failed_logins;
 mod feed;
-mod revocations;
-mod users;
 
-pub use feed::RevocationListener;
+pub(super) use feed::Listener;
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::{
-    ConnectOptions as _, Connection as _, PgConnection, PgPool,
+    ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres, Transaction,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
+use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::{DatabaseSettings, StoreError};
+use super::{
+    AddUserError, DatabaseSettings, FailedLogins, FeedCursor, NewUser, PurgeOutcome, Revocation,
+    RevocationNotifications, Storage, StoreError, UserRecord,
+    shared::{
+        Dialect, FailedLoginsRow, SELECT_FAILED_LOGINS, SELECT_USERS, UserRow,
+        delete_expired_batches, failed_logins, shared_statements, user_record,
+    },
+};
+use crate::domain::{Role, UserId, Username};
+
+/// The advisory lock that lets one process purge at a time ("authdpur").
+const PURGE_LOCK_KEY: i64 = 0x6175_7468_6470_7572;
+
+/// The first key of the advisory locks that serialise updates of one
+/// username's count ("afl"); the second is the hash of the username key.
+const FAILED_LOGINS_LOCK_CLASS: i32 = 0x0061_666c;
 
 /// The PostgreSQL schema, embedded in the binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A PostgreSQL database behind a connection pool.
 #[derive(Clone, Debug)]
@@ -32,10 +46,6 @@ pub(super) struct PgStore {
 }
 
 impl PgStore {
-    pub(super) fn new(pool: PgPool, deadline: Duration) -> Self {
-        Self { pool, deadline }
-    }
-
     /// Connects, creating the database first when the server says it does
     /// not exist, so a new installation needs no manual `createdb`.
     pub(super) async fn connect(
@@ -70,18 +80,70 @@ impl PgStore {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        Ok(Self::new(pool, settings.operation_timeout))
+        Ok(Self {
+            pool,
+            deadline: settings.operation_timeout,
+        })
     }
 
     /// Runs one database operation under the operation deadline.
-    async fn bounded<T>(
+    async fn with_deadline<T>(
         &self,
         operation: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        super::bounded(self.deadline, is_unavailable, operation).await
+        super::with_deadline(self.deadline, is_unavailable, operation).await
     }
 
-    pub(super) async fn migrate(&self) -> anyhow::Result<()> {
+    /// A transaction in which updates of `key`'s failed-Login count run one
+    /// after another: the row may not exist yet, so the key is locked
+    /// rather than the row.
+    async fn begin_failed_logins_update(
+        &self,
+        key: &str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(FAILED_LOGINS_LOCK_CLASS)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+impl Dialect for PgStore {
+    type Instant = OffsetDateTime;
+    type Roles = Vec<String>;
+
+    fn instant(at: OffsetDateTime) -> OffsetDateTime {
+        at
+    }
+
+    fn read_instant(stored: OffsetDateTime) -> Result<OffsetDateTime, sqlx::Error> {
+        Ok(stored)
+    }
+
+    fn roles(roles: &[Role]) -> Result<Vec<String>, sqlx::Error> {
+        Ok(roles.iter().map(|role| role.as_str().to_owned()).collect())
+    }
+
+    fn read_roles(stored: Vec<String>) -> Result<Vec<String>, sqlx::Error> {
+        Ok(stored)
+    }
+
+    fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
+        err.constraint() == Some("users_username_key")
+    }
+}
+
+impl Storage for PgStore {
+    shared_statements!(now = "now()");
+
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
         // A migration may take longer than one call's statement timeout:
         // run them over a connection of their own without it (a later
         // setting of the same name wins).
@@ -98,18 +160,56 @@ impl PgStore {
         Ok(migrated?)
     }
 
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(sqlx::query("select 1").execute(&self.pool))
+    /// Only one process purges at a time: the pass holds a session advisory
+    /// lock on a connection of its own, which is closed afterwards, so even
+    /// a pass cut short releases the lock.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
+    ) -> Result<PurgeOutcome, StoreError> {
+        let mut conn = self.with_deadline(self.pool.acquire()).await?.detach();
+        let locked: bool = self
+            .with_deadline(
+                sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                    .bind(PURGE_LOCK_KEY)
+                    .fetch_one(&mut conn),
+            )
             .await?;
-        Ok(())
+        if !locked {
+            return Ok(PurgeOutcome::Busy);
+        }
+        let removed = delete_expired_batches!(self, &mut conn, now, batch_size);
+        self.with_deadline(
+            sqlx::query("select pg_advisory_unlock($1)")
+                .bind(PURGE_LOCK_KEY)
+                .execute(&mut conn),
+        )
+        .await?;
+        Ok(PurgeOutcome::Removed(removed))
     }
 
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
+    async fn load_revocations(
+        &self,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        self.load_feed(apply).await
+    }
+
+    async fn revocations_since(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        self.read_feed_since(cursor, apply).await
+    }
+
+    async fn listen(&self) -> Result<Option<RevocationNotifications>, StoreError> {
+        Ok(Some(RevocationNotifications(self.listener().await?)))
     }
 }
 
-/// A failure outside [`PgStore::bounded`], sorted the same way.
+/// A failure outside [`PgStore::with_deadline`], sorted the same way.
 fn classify(err: sqlx::Error) -> StoreError {
     if is_unavailable(&err) {
         StoreError::Unavailable(err)
@@ -179,7 +279,7 @@ mod tests {
         settings.operation_timeout = Duration::from_millis(200);
         let store = PgStore::connect(&url, &settings).await.unwrap();
 
-        // Not through `bounded`: the server itself must cancel it.
+        // Not through `with_deadline`: the server itself must cancel it.
         let err = sqlx::query("select pg_sleep(5)")
             .execute(&store.pool)
             .await

@@ -8,8 +8,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{SqliteStore, to_unix};
-use crate::store::{FeedCursor, Revocation, StoreError};
+use super::SqliteStore;
+use crate::{
+    domain::UserId,
+    store::{FeedCursor, Revocation, StoreError, shared::Dialect as _},
+};
 
 /// Rows per read, so that no single statement outlives its deadline.
 const PAGE: i64 = 50_000;
@@ -19,47 +22,19 @@ const PAGE: i64 = 50_000;
 const OVERLAP: Duration = Duration::from_secs(10);
 
 impl SqliteStore {
-    pub(in crate::store) async fn load_revocations(
-        &self,
-        apply: &mut (dyn FnMut(Revocation) + Send),
-    ) -> Result<FeedCursor, StoreError> {
-        self.read_feed(&FeedCursor::default(), apply).await
-    }
-
-    pub(in crate::store) async fn revocations_since(
-        &self,
-        cursor: &FeedCursor,
-        apply: &mut (dyn FnMut(Revocation) + Send),
-    ) -> Result<FeedCursor, StoreError> {
-        self.read_feed(cursor, apply).await
-    }
-
-    pub(in crate::store) async fn forget_deleted_users(
-        &self,
-        before: OffsetDateTime,
-    ) -> Result<u64, StoreError> {
-        let done = self
-            .bounded(
-                sqlx::query("delete from deleted_users where deleted_at < $1")
-                    .bind(to_unix(before))
-                    .execute(&self.pool),
-            )
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn read_feed(
+    /// Everything committed after `cursor`, and the users changed since.
+    pub(super) async fn read_feed(
         &self,
         cursor: &FeedCursor,
         apply: &mut (dyn FnMut(Revocation) + Send),
     ) -> Result<FeedCursor, StoreError> {
         let clock = OffsetDateTime::now_utc();
-        let now = to_unix(clock);
+        let now = Self::instant(clock);
         // Everything committed up to `upto` is read; rows that expired
         // already are skipped by the database, not carried here (a purge's
         // worth of old rows must not slow a catch-up down).
         let upto: i64 = self
-            .bounded(
+            .with_deadline(
                 sqlx::query_scalar("select coalesce(max(seq), 0) from revoked_tokens")
                     .fetch_one(&self.pool),
             )
@@ -67,7 +42,7 @@ impl SqliteStore {
         let mut seq = cursor.seq;
         while seq < upto {
             let rows: Vec<(i64, Uuid, i64)> = self
-                .bounded(
+                .with_deadline(
                     sqlx::query_as(
                         "select seq, jti, expires_at from revoked_tokens \
                          where seq > $1 and seq <= $2 and expires_at >= $3 \
@@ -91,7 +66,7 @@ impl SqliteStore {
 
         let users: Vec<(Uuid, bool, Option<i64>)> = match cursor.since {
             None => {
-                self.bounded(
+                self.with_deadline(
                     sqlx::query_as(
                         "select id, disabled_at is not null, tokens_valid_after from users \
                          where disabled_at is not null or tokens_valid_after is not null",
@@ -101,12 +76,12 @@ impl SqliteStore {
                 .await?
             }
             Some(since) => {
-                self.bounded(
+                self.with_deadline(
                     sqlx::query_as(
                         "select id, disabled_at is not null, tokens_valid_after from users \
                          where updated_at >= $1",
                     )
-                    .bind(to_unix(since - OVERLAP))
+                    .bind(Self::instant(since - OVERLAP))
                     .fetch_all(&self.pool),
                 )
                 .await?
@@ -114,7 +89,7 @@ impl SqliteStore {
         };
         for (id, disabled, tokens_valid_after) in users {
             apply(Revocation::User {
-                id,
+                id: UserId::from(id),
                 disabled,
                 tokens_valid_after,
             });
@@ -122,16 +97,18 @@ impl SqliteStore {
 
         let since = cursor
             .since
-            .map_or(i64::MIN, |since| to_unix(since - OVERLAP));
+            .map_or(i64::MIN, |since| Self::instant(since - OVERLAP));
         let deleted: Vec<Uuid> = self
-            .bounded(
+            .with_deadline(
                 sqlx::query_scalar("select user_id from deleted_users where deleted_at >= $1")
                     .bind(since)
                     .fetch_all(&self.pool),
             )
             .await?;
         for id in deleted {
-            apply(Revocation::UserDeleted { id });
+            apply(Revocation::UserDeleted {
+                id: UserId::from(id),
+            });
         }
         Ok(FeedCursor {
             since: Some(clock),

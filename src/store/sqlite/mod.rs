@@ -1,16 +1,10 @@
-//! The SQLite backend: one file on this host, the default when no
-//! `DATABASE_URL` is given. Several authd processes on the host may share
-//! it: WAL lets readers run beside the one writer, writers wait for each
-//! other (busy timeout), and the purge and the migrations take file locks
-//! beside the database so that one process at a time runs them.
+//! The SQLite backend: one file on this host, which several processes may
+//! share (WAL; file locks beside it for the purge and the migrations).
 
-mod failed_logins;
 mod feed;
-mod revocations;
-mod users;
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::{File, OpenOptions, TryLockError},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
@@ -18,16 +12,25 @@ use std::{
 
 use anyhow::Context as _;
 use sqlx::{
-    ConnectOptions as _, SqlitePool,
+    ConnectOptions as _, Sqlite, SqlitePool, Transaction,
     migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::{DatabaseSettings, StoreError};
+use super::{
+    AddUserError, DatabaseSettings, FailedLogins, FeedCursor, NewUser, PurgeOutcome, Revocation,
+    RevocationNotifications, Storage, StoreError, UserRecord,
+    shared::{
+        Dialect, FailedLoginsRow, SELECT_FAILED_LOGINS, SELECT_USERS, UserRow,
+        delete_expired_batches, failed_logins, shared_statements, user_record,
+    },
+};
+use crate::domain::{Role, UserId, Username};
 
 /// The SQLite schema, embedded in the binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// An SQLite database file behind a connection pool.
 #[derive(Clone, Debug)]
@@ -80,33 +83,121 @@ impl SqliteStore {
     }
 
     /// Runs one database operation under the operation deadline.
-    async fn bounded<T>(
+    async fn with_deadline<T>(
         &self,
         operation: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        super::bounded(self.deadline, is_unavailable, operation).await
+        super::with_deadline(self.deadline, is_unavailable, operation).await
     }
 
-    pub(super) async fn migrate(&self) -> anyhow::Result<()> {
+    /// A transaction in which updates of one failed-Login count, from any
+    /// process, run one after another: IMMEDIATE takes the write lock
+    /// before the read.
+    async fn begin_failed_logins_update(
+        &self,
+        _key: &str,
+    ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("begin immediate").await
+    }
+
+    /// The lock file for `purpose`, beside the database (`authd.db-purge.lock`).
+    fn lock_file(&self, purpose: &str) -> PathBuf {
+        lock_path(&self.path, purpose)
+    }
+}
+
+impl Dialect for SqliteStore {
+    type Instant = i64;
+    type Roles = String;
+
+    /// Whole seconds since the Unix epoch.
+    fn instant(at: OffsetDateTime) -> i64 {
+        at.unix_timestamp()
+    }
+
+    fn read_instant(stored: i64) -> Result<OffsetDateTime, sqlx::Error> {
+        OffsetDateTime::from_unix_timestamp(stored).map_err(|err| sqlx::Error::Decode(err.into()))
+    }
+
+    fn roles(roles: &[Role]) -> Result<String, sqlx::Error> {
+        let names: Vec<&str> = roles.iter().map(Role::as_str).collect();
+        serde_json::to_string(&names).map_err(|err| sqlx::Error::Encode(err.into()))
+    }
+
+    fn read_roles(stored: String) -> Result<Vec<String>, sqlx::Error> {
+        serde_json::from_str(&stored).map_err(|err| sqlx::Error::Decode(err.into()))
+    }
+
+    /// The id is a fresh UUIDv7: the one unique key that can clash is the
+    /// name's.
+    fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
+        err.is_unique_violation()
+    }
+}
+
+impl Storage for SqliteStore {
+    shared_statements!(now = "unixepoch()");
+
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
         // Instances starting together on a new file take turns, so no two
         // run the same migration.
         let _held = hold_lock(self.lock_file("migrate")).await?;
         Ok(MIGRATOR.run(&self.pool).await?)
     }
 
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(sqlx::query("select 1").execute(&self.pool))
-            .await?;
-        Ok(())
+    /// One process purges at a time: the pass holds an exclusive lock on
+    /// the file `<database>-purge.lock`, which the operating system
+    /// releases when the pass ends, even when the process dies.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
+    ) -> Result<PurgeOutcome, StoreError> {
+        let path = self.lock_file("purge");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<Option<File>> {
+            let file = open_lock_file(&path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(file)),
+                Err(TryLockError::WouldBlock) => Ok(None),
+                Err(TryLockError::Error(err)) => Err(err),
+            }
+        })
+        .await
+        .map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err.into())))?
+        .map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
+        let Some(_held) = lock else {
+            return Ok(PurgeOutcome::Busy);
+        };
+        // Whole seconds: a row goes once `expires_at` is a full second past,
+        // never before the token it revokes has stopped validating.
+        let mut conn = self.with_deadline(self.pool.acquire()).await?;
+        let removed = delete_expired_batches!(self, &mut *conn, Self::instant(now), batch_size);
+        Ok(PurgeOutcome::Removed(removed))
     }
 
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
+    async fn load_revocations(
+        &self,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        self.read_feed(&FeedCursor::default(), apply).await
     }
 
-    /// The lock file for `purpose`, beside the database (`authd.db-purge.lock`).
-    fn lock_file(&self, purpose: &str) -> PathBuf {
-        lock_path(&self.path, purpose)
+    async fn revocations_since(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<FeedCursor, StoreError> {
+        self.read_feed(cursor, apply).await
+    }
+
+    /// Processes sharing the file have no notifications: they read
+    /// [`Storage::revocations_since`] often instead.
+    async fn listen(&self) -> Result<Option<RevocationNotifications>, StoreError> {
+        Ok(None)
     }
 }
 
@@ -164,14 +255,4 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
             .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15)),
         other => super::is_connection_failure(other),
     }
-}
-
-/// An instant as SQLite keeps it: whole seconds since the Unix epoch.
-fn to_unix(at: OffsetDateTime) -> i64 {
-    at.unix_timestamp()
-}
-
-/// An instant read back from SQLite.
-fn from_unix(seconds: i64) -> Result<OffsetDateTime, sqlx::Error> {
-    OffsetDateTime::from_unix_timestamp(seconds).map_err(|err| sqlx::Error::Decode(err.into()))
 }

@@ -1,0 +1,227 @@
+//! The storage contract: every read and write authd makes, as both
+//! backends keep it.
+
+use std::future::Future;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    AddUserError, FailedLogins, FeedCursor, NewUser, PurgeOutcome, Revocation,
+    RevocationNotifications, StoreError, UserRecord,
+};
+use crate::domain::{UserId, Username};
+
+/// What a storage backend does for authd. [`super::Store`] implements it by
+/// handing each call to the backend the database URL chose; the PostgreSQL
+/// and SQLite backends implement it over sqlx. Both pass one conformance
+/// suite (`tests/api/store.rs`).
+///
+/// Every operation ends within the configured operation deadline, waiting
+/// for a connection or a lock included. A call that returns `Ok` after a
+/// write has committed it (on disk); a [`StoreError`] promises nothing, and
+/// says whether a retry may help.
+pub trait Storage {
+    /// Which backend runs, for the log: `postgres` or `sqlite`.
+    fn backend_name(&self) -> &'static str;
+
+    /// Applies the migrations that have not run yet; instances starting
+    /// together take turns.
+    ///
+    /// # Errors
+    /// When a migration fails or the database cannot be reached.
+    fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Asks the database for a trivial answer: is it there?
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not answer.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Closes every connection; awaits the ones in use.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Finds a user by name, whatever the letter case.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn find_user_by_name(
+        &self,
+        username: &Username,
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
+
+    /// Every user, by name.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn list_users(&self) -> impl Future<Output = Result<Vec<UserRecord>, StoreError>> + Send;
+
+    /// How many users there are.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Adds a user.
+    ///
+    /// # Errors
+    /// [`AddUserError::NameTaken`] when the name is in use, whatever its case.
+    fn add_user(&self, user: NewUser<'_>) -> impl Future<Output = Result<(), AddUserError>> + Send;
+
+    /// Replaces a user's password hash and revokes the tokens issued before
+    /// `cutoff` (a later cut-off already in place stays). Returns false when
+    /// there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn set_password(
+        &self,
+        username: &Username,
+        password_hash: &str,
+        cutoff: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Replaces the hash `old` of a user by `new`, leaving its tokens be
+    /// (the password is the same, only its hash's cost changes). Returns
+    /// false when the hash is no longer `old`: a password change won.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn replace_password_hash(
+        &self,
+        user: UserId,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Disables a user and revokes the tokens issued before `cutoff`.
+    /// Returns false when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn disable_user(
+        &self,
+        username: &Username,
+        cutoff: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Lets a disabled user log in again. Tokens revoked by the disabling
+    /// stay revoked. Returns false when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn enable_user(
+        &self,
+        username: &Username,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes a user; its tokens stop validating because their `sub` no
+    /// longer names a user (the deletion is remembered in `deleted_users`).
+    /// Returns false when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn delete_user(
+        &self,
+        username: &Username,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records the revocation of token `jti` until `expires_at`. Returns
+    /// whether a row was written (false: it was revoked already).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then promised.
+    fn revoke(
+        &self,
+        jti: Uuid,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes the revocations whose `expires_at` is before `now`, at most
+    /// `batch_size` rows per statement so no lock is held for long. One
+    /// process purges at a time; another gets [`PurgeOutcome::Busy`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; the batches deleted before
+    /// the failure stay deleted.
+    fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
+    ) -> impl Future<Output = Result<PurgeOutcome, StoreError>> + Send;
+
+    /// Deletes the records of users deleted before `before`: no token of
+    /// theirs can be current any more. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn forget_deleted_users(
+        &self,
+        before: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Reads every revocation still in force: what the in-memory state
+    /// starts from. Returns where a later [`Storage::revocations_since`]
+    /// picks up.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn load_revocations(
+        &self,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> impl Future<Output = Result<FeedCursor, StoreError>> + Send;
+
+    /// Reads the revocations made since `cursor` (and a little before: a
+    /// revocation may be given again), wherever they were made.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn revocations_since(
+        &self,
+        cursor: &FeedCursor,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> impl Future<Output = Result<FeedCursor, StoreError>> + Send;
+
+    /// Notifications of revocations as they commit anywhere, where the
+    /// backend has them (PostgreSQL); `None` where it does not (SQLite:
+    /// read [`Storage::revocations_since`] often instead).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn listen(
+        &self,
+    ) -> impl Future<Output = Result<Option<RevocationNotifications>, StoreError>> + Send;
+
+    /// The failed-Login count of `key` (a canonical username), if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn failed_logins(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<FailedLogins>, StoreError>> + Send;
+
+    /// Replaces the failed-Login count of `key` (a canonical username) with
+    /// what `update` makes of the current one (`None` deletes it), as one
+    /// transaction: concurrent updates of one key, from any process on the
+    /// database, run one after another.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then changed.
+    fn update_failed_logins(
+        &self,
+        key: &str,
+        update: impl FnOnce(Option<FailedLogins>) -> Option<FailedLogins> + Send,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the failed-Login counts whose last failure, and back-off,
+    /// ended before `before`. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn forget_failed_logins(
+        &self,
+        before: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}

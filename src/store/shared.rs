@@ -1,0 +1,426 @@
+//! What both backends do alike: the statements that read the same in both
+//! SQL dialects, written once, and the one place where stored values turn
+//! into domain values and back.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{FailedLogins, UserRecord};
+use crate::domain::{Role, UserId, Username};
+
+/// How one backend keeps what the two dialects store differently.
+pub(super) trait Dialect {
+    /// An instant as stored: `timestamptz`, or Unix seconds.
+    type Instant;
+    /// A user's roles as stored: `text[]`, or a JSON array.
+    type Roles;
+
+    /// `at` as this backend stores it.
+    fn instant(at: OffsetDateTime) -> Self::Instant;
+
+    /// A stored instant.
+    ///
+    /// # Errors
+    /// When it is out of range.
+    fn read_instant(stored: Self::Instant) -> Result<OffsetDateTime, sqlx::Error>;
+
+    /// `roles` as this backend stores them.
+    ///
+    /// # Errors
+    /// When they cannot be encoded.
+    fn roles(roles: &[Role]) -> Result<Self::Roles, sqlx::Error>;
+
+    /// Stored roles, as the text of each.
+    ///
+    /// # Errors
+    /// When they cannot be decoded.
+    fn read_roles(stored: Self::Roles) -> Result<Vec<String>, sqlx::Error>;
+
+    /// Whether `err` is the unique index on `users.username_key` refusing a
+    /// second user of one name.
+    fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool;
+}
+
+/// The columns of `users` the store reads, in the order of
+/// [`SELECT_USERS`].
+pub(super) type UserRow<D> = (
+    Uuid,
+    String,
+    String,
+    <D as Dialect>::Roles,
+    Option<<D as Dialect>::Instant>,
+    Option<<D as Dialect>::Instant>,
+    <D as Dialect>::Instant,
+);
+
+/// `select … from users`, before the clause that picks the rows.
+pub(super) const SELECT_USERS: &str = "select id, username, password_hash, roles, disabled_at, tokens_valid_after, created_at \
+     from users ";
+
+/// A row of `users` as a record of domain values. A stored name or role
+/// that no longer parses is a decoding error, not a user.
+pub(super) fn user_record<D: Dialect>(row: UserRow<D>) -> Result<UserRecord, sqlx::Error> {
+    let (id, username, password_hash, roles, disabled_at, tokens_valid_after, created_at) = row;
+    let decode = |err: crate::domain::InvalidInput| sqlx::Error::Decode(err.into());
+    Ok(UserRecord {
+        id: UserId::from(id),
+        username: Username::parse(username).map_err(decode)?,
+        password_hash,
+        roles: D::read_roles(roles)?
+            .into_iter()
+            .map(|role| Role::parse(role).map_err(decode))
+            .collect::<Result<_, _>>()?,
+        disabled_at: disabled_at.map(D::read_instant).transpose()?,
+        tokens_valid_after: tokens_valid_after.map(D::read_instant).transpose()?,
+        created_at: D::read_instant(created_at)?,
+    })
+}
+
+/// The columns of `failed_logins` the store reads.
+pub(super) type FailedLoginsRow<D> = (
+    i64,
+    <D as Dialect>::Instant,
+    Option<<D as Dialect>::Instant>,
+);
+
+/// One key's count, as both the plain read and the transaction read it.
+pub(super) const SELECT_FAILED_LOGINS: &str = "select cast(failures as bigint), last_failed_at, \
+     blocked_until from failed_logins where username_key = $1";
+
+/// A row of `failed_logins` as the throttle's record.
+pub(super) fn failed_logins<D: Dialect>(
+    (failures, last_failed_at, blocked_until): FailedLoginsRow<D>,
+) -> Result<FailedLogins, sqlx::Error> {
+    Ok(FailedLogins {
+        failures: u32::try_from(failures).unwrap_or(0),
+        last_failed_at: D::read_instant(last_failed_at)?,
+        blocked_until: blocked_until.map(D::read_instant).transpose()?,
+    })
+}
+
+/// The statements both backends share, as the items of a
+/// [`Storage`](super::Storage) impl: a macro each backend expands, rather
+/// than functions generic over sqlx's `Database`, which would each restate
+/// sqlx's executor and encoding bounds; the expansion is checked against
+/// each backend's concrete types. `now` is the dialect's SQL for the
+/// database's clock, in its stored form. The backend's type must implement
+/// [`Dialect`] and have a `pool` and a `with_deadline` method, and a
+/// `begin_failed_logins_update(key)` that starts a transaction in which
+/// concurrent updates of one key are serialised.
+macro_rules! shared_statements {
+    (now = $now:literal) => {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.with_deadline(sqlx::query("select 1").execute(&self.pool))
+                .await?;
+            Ok(())
+        }
+
+        async fn close(&self) {
+            self.pool.close().await;
+        }
+
+        async fn find_user_by_name(
+            &self,
+            username: &Username,
+        ) -> Result<Option<UserRecord>, StoreError> {
+            let sql = format!("{SELECT_USERS}where username_key = $1");
+            self.with_deadline(async {
+                sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
+                    .bind(username.key())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(user_record::<Self>)
+                    .transpose()
+            })
+            .await
+        }
+
+        async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+            let sql = format!("{SELECT_USERS}order by username_key");
+            self.with_deadline(async {
+                sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(user_record::<Self>)
+                    .collect()
+            })
+            .await
+        }
+
+        async fn count_users(&self) -> Result<u64, StoreError> {
+            let count: i64 = self
+                .with_deadline(
+                    sqlx::query_scalar("select count(*) from users").fetch_one(&self.pool),
+                )
+                .await?;
+            Ok(count.unsigned_abs())
+        }
+
+        async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
+            let roles = Self::roles(user.roles).map_err(StoreError::Query)?;
+            let result = self
+                .with_deadline(
+                    sqlx::query(concat!(
+                        "insert into users (id, username, username_key, password_hash, roles, \
+                         created_at, updated_at) values ($1, $2, $3, $4, $5, ",
+                        $now,
+                        ", ",
+                        $now,
+                        ")"
+                    ))
+                    .bind(user.id.as_uuid())
+                    .bind(user.username.as_str())
+                    .bind(user.username.key())
+                    .bind(user.password_hash)
+                    .bind(roles)
+                    .execute(&self.pool),
+                )
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(StoreError::Query(sqlx::Error::Database(err)))
+                    if Self::is_name_taken(err.as_ref()) =>
+                {
+                    Err(AddUserError::NameTaken)
+                }
+                Err(err) => Err(AddUserError::Store(err)),
+            }
+        }
+
+        async fn set_password(
+            &self,
+            username: &Username,
+            password_hash: &str,
+            cutoff: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            // A later cut-off in place stays: `null > $3` is null, so a
+            // user without one gets `$3`.
+            let done = self
+                .with_deadline(
+                    sqlx::query(concat!(
+                        "update users set password_hash = $2, tokens_valid_after = \
+                         case when tokens_valid_after > $3 then tokens_valid_after else $3 end, \
+                         updated_at = ",
+                        $now,
+                        " where username_key = $1"
+                    ))
+                    .bind(username.key())
+                    .bind(password_hash)
+                    .bind(Self::instant(cutoff))
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn replace_password_hash(
+            &self,
+            user: UserId,
+            old: &str,
+            new: &str,
+        ) -> Result<bool, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query(concat!(
+                        "update users set password_hash = $3, updated_at = ",
+                        $now,
+                        " where id = $1 and password_hash = $2"
+                    ))
+                    .bind(user.as_uuid())
+                    .bind(old)
+                    .bind(new)
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn disable_user(
+            &self,
+            username: &Username,
+            cutoff: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query(concat!(
+                        "update users set disabled_at = coalesce(disabled_at, ",
+                        $now,
+                        "), tokens_valid_after = \
+                         case when tokens_valid_after > $2 then tokens_valid_after else $2 end, \
+                         updated_at = ",
+                        $now,
+                        " where username_key = $1"
+                    ))
+                    .bind(username.key())
+                    .bind(Self::instant(cutoff))
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query(concat!(
+                        "update users set disabled_at = null, updated_at = ",
+                        $now,
+                        " where username_key = $1"
+                    ))
+                    .bind(username.key())
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query("delete from users where username_key = $1")
+                        .bind(username.key())
+                        .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn revoke(
+            &self,
+            jti: Uuid,
+            user: UserId,
+            expires_at: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query(concat!(
+                        "insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
+                         values ($1, $2, $3, ",
+                        $now,
+                        ") on conflict (jti) do nothing"
+                    ))
+                    .bind(jti)
+                    .bind(user.as_uuid())
+                    .bind(Self::instant(expires_at))
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn forget_deleted_users(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query("delete from deleted_users where deleted_at < $1")
+                        .bind(Self::instant(before))
+                        .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn failed_logins(&self, key: &str) -> Result<Option<FailedLogins>, StoreError> {
+            let row: Option<FailedLoginsRow<Self>> = self
+                .with_deadline(
+                    sqlx::query_as(SELECT_FAILED_LOGINS)
+                        .bind(key)
+                        .fetch_optional(&self.pool),
+                )
+                .await?;
+            row.map(failed_logins::<Self>)
+                .transpose()
+                .map_err(StoreError::Query)
+        }
+
+        async fn update_failed_logins(
+            &self,
+            key: &str,
+            update: impl FnOnce(Option<FailedLogins>) -> Option<FailedLogins> + Send,
+        ) -> Result<(), StoreError> {
+            self.with_deadline(async {
+                let mut tx = self.begin_failed_logins_update(key).await?;
+                let row: Option<FailedLoginsRow<Self>> = sqlx::query_as(SELECT_FAILED_LOGINS)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let old = row.map(failed_logins::<Self>).transpose()?;
+                let new = update(old);
+                match new {
+                    _ if new == old => return Ok(()),
+                    Some(record) => {
+                        sqlx::query(
+                            "insert into failed_logins \
+                             (username_key, failures, last_failed_at, blocked_until) \
+                             values ($1, $2, $3, $4) \
+                             on conflict (username_key) do update set \
+                             failures = excluded.failures, \
+                             last_failed_at = excluded.last_failed_at, \
+                             blocked_until = excluded.blocked_until",
+                        )
+                        .bind(key)
+                        .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
+                        .bind(Self::instant(record.last_failed_at))
+                        .bind(record.blocked_until.map(Self::instant))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query("delete from failed_logins where username_key = $1")
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
+        }
+
+        async fn forget_failed_logins(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query(
+                        "delete from failed_logins where last_failed_at < $1 \
+                         and (blocked_until is null or blocked_until < $1)",
+                    )
+                    .bind(Self::instant(before))
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected())
+        }
+    };
+}
+
+pub(super) use shared_statements;
+
+/// Deletes expired revocations in batches on `conn`, which holds the purge
+/// lock where the lock is the connection's.
+macro_rules! delete_expired_batches {
+    ($store:expr, $conn:expr, $now:expr, $batch_size:expr) => {{
+        let mut removed = 0;
+        loop {
+            let done = $store
+                .with_deadline(
+                    sqlx::query(
+                        "delete from revoked_tokens where jti in ( \
+                         select jti from revoked_tokens where expires_at < $1 \
+                         order by expires_at limit $2)",
+                    )
+                    .bind($now)
+                    .bind(i64::from($batch_size))
+                    .execute(&mut *$conn),
+                )
+                .await?;
+            removed += done.rows_affected();
+            if done.rows_affected() < u64::from($batch_size) {
+                break;
+            }
+        }
+        removed
+    }};
+}
+
+pub(super) use delete_expired_batches;
