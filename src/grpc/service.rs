@@ -143,8 +143,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
 /// Logs the call's outcome in one line at `level` and wraps the message.
 /// Login and Logout log at `info`: they are few, and an operator wants
 /// each. ValidateToken, which every request of every service makes, logs
-/// at `debug`: at `info` its line cost about a tenth of its throughput
-/// (BENCHMARKS.md).
+/// at `debug`: at `info` its line cost a measurable share of its
+/// throughput.
 fn logged<T>(
     method: &'static str,
     level: Level,

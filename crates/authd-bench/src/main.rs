@@ -83,7 +83,7 @@ struct Args {
     #[arg(long)]
     million: bool,
     /// The servers' `--hashing-priority`: low or idle.
-    #[arg(long, default_value = "low")]
+    #[arg(long, default_value_t = HashingPriority::default())]
     hashing_priority: HashingPriority,
 }
 
@@ -642,9 +642,11 @@ async fn million(
     );
     let (printed, purge_took) = purged;
     let rows: u64 = printed?
-        .trim()
+        .lines()
+        .find_map(|line| line.strip_prefix("revocations: "))
+        .context("authd purge printed no count of revocations")?
         .parse()
-        .context("authd purge printed no count")?;
+        .context("authd purge printed no count of revocations")?;
     let _ = writeln!(
         out,
         "- `authd purge` removed {rows} rows in {purge_took:.2?}: {:.0} rows/s",

@@ -26,11 +26,10 @@ pub struct Overloaded;
 type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
 /// The memory a hashing thread keeps from one hash to the next. Without it
-/// every check allocates and zeroes megabytes (19 MiB at the default cost:
-/// page faults when the allocator maps them afresh), and the allocator
-/// holds on to freed blocks in per-thread arenas: after a login flood the
-/// server held over 400 MiB, against about 100 MiB with kept memory, and a
-/// check took a third longer.
+/// every check allocates and zeroes megabytes (page faults when the
+/// allocator maps them afresh), and the allocator holds on to freed blocks
+/// in per-thread arenas, so a login flood leaves the server several times
+/// larger (BENCHMARKS.md has the peak RSS).
 pub(super) struct Scratch {
     pub(super) blocks: Vec<Block>,
     /// The most blocks kept: the current cost's. A stored hash of a higher
