@@ -287,15 +287,15 @@ struct Answered {
 }
 
 impl Lane {
-    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let mut lane = Self {
+    /// A lane over `tcp` to `authority`, in HTTP/2's initial state, before
+    /// any frame is sent.
+    fn new(tcp: TcpStream, authority: String) -> Self {
+        Self {
             tcp,
             input: Vec::with_capacity(64 * 1024),
             output: Vec::with_capacity(64 * 1024),
             decoder: hpack::Decoder::new(),
-            encoder: hpack::Encoder::new(addr.to_string()),
+            encoder: hpack::Encoder::new(authority),
             next_stream: 1,
             send_window: i64::from(DEFAULT_WINDOW),
             stream_window: i64::from(DEFAULT_WINDOW),
@@ -308,7 +308,13 @@ impl Lane {
             waiting: VecDeque::new(),
             answered: Vec::new(),
             spare: Vec::new(),
-        };
+        }
+    }
+
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut lane = Self::new(tcp, addr.to_string());
         lane.output.extend_from_slice(PREFACE);
         let settings = [(ENABLE_PUSH, 0), (INITIAL_WINDOW_SIZE, STREAM_WINDOW)];
         frame_header(&mut lane.output, 6 * settings.len(), SETTINGS, 0, 0);
@@ -747,25 +753,8 @@ mod tests {
         let tcp = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let mut lane = Lane {
-            tcp,
-            input: Vec::new(),
-            output: Vec::new(),
-            decoder: hpack::Decoder::new(),
-            encoder: hpack::Encoder::new("127.0.0.1:1".to_owned()),
-            next_stream: 3,
-            send_window: i64::from(DEFAULT_WINDOW),
-            stream_window: i64::from(DEFAULT_WINDOW),
-            max_frame: 16_384,
-            max_streams: usize::MAX,
-            settled: false,
-            received: 0,
-            partial: None,
-            in_flight: Vec::new(),
-            waiting: VecDeque::new(),
-            answered: Vec::new(),
-            spare: Vec::new(),
-        };
+        let mut lane = Lane::new(tcp, "127.0.0.1:1".to_owned());
+        lane.next_stream = 3;
         lane.in_flight.push(InFlight {
             stream: 1,
             call: Waiting {
