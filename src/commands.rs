@@ -136,8 +136,8 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                 let created = user.created_at.format(&Rfc3339).unwrap_or_default();
                 println!(
                     "{:<24} {:<36} {:<8} {:<25} {}",
-                    user.username,
-                    user.id,
+                    user.username.as_str(),
+                    user.id.to_string(),
                     state,
                     created,
                     user.roles

@@ -331,6 +331,10 @@ def test_user_commands_and_bad_configuration(database):
 
     listed = cli(database, "user", "list").stdout
     assert "carol" in listed and "enabled" in listed and "ops" in listed
+    # The columns line up under their headings.
+    header, carol = listed.splitlines()[0], next(l for l in listed.splitlines() if l.startswith("carol"))
+    assert [header.index(h) for h in ("ID", "STATE")] == [25, 62], header
+    assert carol[:25] == "carol".ljust(25) and carol[62:70].strip() == "enabled", carol
     for args in (["disable", "carol"], ["enable", "carol"], ["passwd", "carol", "--password-stdin"],
                  ["delete", "carol"]):
         done = cli(database, "user", *args, stdin=PASSWORD + "2")
