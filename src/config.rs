@@ -322,7 +322,11 @@ impl PurgeArgs {
     /// The purge settings these flags describe, as `serve` with the same
     /// flags would purge.
     pub fn settings(&self) -> PurgeSettings {
-        let tokens = self.lifetimes.tokens("", "");
+        let tokens = TokenSettings {
+            ttl: *self.lifetimes.access_token_ttl,
+            leeway: *self.lifetimes.leeway,
+            ..TokenSettings::default()
+        };
         let throttle = ThrottleSettings {
             max_backoff: *self.max_backoff.login_throttle_max_backoff,
             ..ThrottleSettings::default()
@@ -518,6 +522,48 @@ mod tests {
             settings.signing_key_file,
             PathBuf::from("./authd-data/signing-key.pem")
         );
+    }
+
+    #[test]
+    fn purge_keeps_what_serve_with_the_same_flags_would() {
+        let flags = [
+            "--database-url",
+            "postgres://x@h/db",
+            "--access-token-ttl",
+            "1h",
+            "--leeway",
+            "30s",
+            "--login-throttle-max-backoff",
+            "2h",
+            "--purge-batch-size",
+            "500",
+        ];
+        let serve = Cli::try_parse_from(["authd"].iter().chain(&flags)).unwrap();
+        let purge = Cli::try_parse_from(["authd", "purge"].iter().chain(&flags)).unwrap();
+        let Some(Command::Purge(purge)) = purge.command else {
+            panic!("not purge");
+        };
+        let (by_serve, by_purge) = (serve.serve.settings().purge, purge.settings());
+        assert_eq!(by_purge.batch_size, 500);
+        assert_eq!(by_purge.batch_size, by_serve.batch_size);
+        assert_eq!(by_purge.deleted_user_retention, Duration::from_secs(3630));
+        assert_eq!(
+            by_purge.deleted_user_retention,
+            by_serve.deleted_user_retention
+        );
+        assert_eq!(by_purge.failed_login_memory, Duration::from_secs(4 * 3600));
+        assert_eq!(by_purge.failed_login_memory, by_serve.failed_login_memory);
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_settings_defaults() {
+        let cli = Cli::try_parse_from(["authd", "--database-url", "postgres://x@h/db"]).unwrap();
+        let from_flags = cli.serve.settings();
+        let defaults = ServeSettings::new(
+            from_flags.database.clone(),
+            from_flags.signing_key_file.clone(),
+        );
+        assert_eq!(format!("{from_flags:?}"), format!("{defaults:?}"));
     }
 
     #[test]
