@@ -21,6 +21,30 @@ pub struct SigningKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     kid: String,
+    /// The public key, base64url without padding: the JWK's `x`.
+    public_x: String,
+}
+
+/// A public key that verifies tokens, as an RFC 8037 OKP JSON Web Key
+/// (`kty` OKP, `crv` Ed25519, `use` sig, `alg` EdDSA: [`PublicJwk::KTY`]
+/// and the other constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicJwk {
+    /// The key id, as in the tokens' header.
+    pub kid: String,
+    /// The 32-byte public key, base64url without padding.
+    pub x: String,
+}
+
+impl PublicJwk {
+    /// The key type of every key authd publishes.
+    pub const KTY: &str = "OKP";
+    /// Its curve.
+    pub const CRV: &str = "Ed25519";
+    /// What it is for.
+    pub const USE: &str = "sig";
+    /// The algorithm of the tokens it verifies.
+    pub const ALG: &str = "EdDSA";
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -70,11 +94,21 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_pkcs8(parsed.contents())
             .map_err(|err| anyhow::anyhow!("not an Ed25519 PKCS#8 private key: {err}"))?;
         let public = pair.public_key().as_ref();
+        let public_x = URL_SAFE_NO_PAD.encode(public);
         Ok(Self {
             encoding: EncodingKey::from_ed_der(parsed.contents()),
             decoding: DecodingKey::from_ed_der(public),
-            kid: thumbprint(public),
+            kid: thumbprint(&public_x),
+            public_x,
         })
+    }
+
+    /// The public half, as the JWK clients verify tokens with.
+    pub fn public_jwk(&self) -> PublicJwk {
+        PublicJwk {
+            kid: self.kid.clone(),
+            x: self.public_x.clone(),
+        }
     }
 
     /// The key id written into every token header: the key's RFC 7638 JWK
@@ -92,11 +126,13 @@ impl SigningKey {
     }
 }
 
-/// The RFC 7638 thumbprint of an Ed25519 public key (an OKP JWK).
-fn thumbprint(public: &[u8]) -> String {
+/// The RFC 7638 thumbprint of an Ed25519 public key whose JWK `x` is
+/// `public_x`: the SHA-256 of its required members, in lexical order.
+fn thumbprint(public_x: &str) -> String {
     let jwk = format!(
-        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(public)
+        r#"{{"crv":"{}","kty":"{}","x":"{public_x}"}}"#,
+        PublicJwk::CRV,
+        PublicJwk::KTY
     );
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, jwk.as_bytes()))
 }
@@ -172,6 +208,15 @@ pub fn ensure_private(path: &Path, what: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kid_is_the_rfc_7638_thumbprint() {
+        // RFC 8037, appendix A.3: the thumbprint of the example public key.
+        assert_eq!(
+            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
 
     #[test]
     fn a_key_file_others_may_read_is_refused() {

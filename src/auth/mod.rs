@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 pub use accounts::{AccountError, Accounts};
-pub use keys::{SigningKey, ensure_private};
+pub use keys::{PublicJwk, SigningKey, ensure_private};
 pub use password::{
     HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordError, PasswordPolicy, Passwords,
     QueuePlace,
@@ -300,6 +300,12 @@ impl Authenticator {
         let claims = Arc::new(self.tokens.verify(text)?);
         self.verified.insert(text, claims.clone());
         Ok(claims)
+    }
+
+    /// The public keys that verify this service's tokens, for clients that
+    /// check signatures themselves.
+    pub fn published_keys(&self) -> Vec<PublicJwk> {
+        self.tokens.published_keys()
     }
 
     /// Revokes a token until it expires; the revocation is committed before

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::keys::SigningKey;
+use super::keys::{PublicJwk, SigningKey};
 use crate::domain::{Role, UserId};
 
 /// The `typ` header of our tokens (RFC 9068).
@@ -100,6 +100,12 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
+    /// The keys that verify the tokens issued here: the signing key's
+    /// public half.
+    pub fn published_keys(&self) -> Vec<PublicJwk> {
+        vec![self.key.public_jwk()]
+    }
+
     /// Tokens signed with `key` under `settings`.
     pub fn new(key: SigningKey, settings: TokenSettings) -> Self {
         let mut header = Header::new(Algorithm::EdDSA);

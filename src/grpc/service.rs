@@ -8,11 +8,11 @@ use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::Level;
 
 use super::pb::{
-    self, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, TokenInvalidReason,
-    ValidateTokenRequest, ValidateTokenResponse,
+    self, GetJwksRequest, GetJwksResponse, JsonWebKey, LoginRequest, LoginResponse, LogoutRequest,
+    LogoutResponse, TokenInvalidReason, ValidateTokenRequest, ValidateTokenResponse,
 };
 use crate::{
-    auth::{Authenticator, InvalidToken, Validity},
+    auth::{Authenticator, InvalidToken, PublicJwk, Validity},
     domain::{AccessToken, Password, Username},
 };
 
@@ -137,6 +137,33 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let started = Instant::now();
         let result = self.limited(self.validate(request.into_inner())).await;
         logged("ValidateToken", Level::DEBUG, started, result)
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        let started = Instant::now();
+        let keys = self.auth.published_keys().into_iter().map(json_web_key);
+        let result = self
+            .limited(async {
+                Ok(GetJwksResponse {
+                    keys: keys.collect(),
+                })
+            })
+            .await;
+        logged("GetJwks", Level::DEBUG, started, result)
+    }
+}
+
+fn json_web_key(key: PublicJwk) -> JsonWebKey {
+    JsonWebKey {
+        kty: PublicJwk::KTY.to_owned(),
+        crv: PublicJwk::CRV.to_owned(),
+        x: key.x,
+        kid: key.kid,
+        r#use: PublicJwk::USE.to_owned(),
+        alg: PublicJwk::ALG.to_owned(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! and the storage interface's own contract.
 
 mod helpers;
+mod jwks;
 mod login;
 mod logout;
 mod operations;

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
+import jwt
 import psycopg
 import pytest
 from grpc_tools import protoc
@@ -274,6 +275,36 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     log = server.output()
     assert 'method="Login"' in log and 'method="ValidateToken"' not in log, log
     assert 'priority="idle"' in log, log
+
+
+def test_pyjwt_verifies_tokens_with_the_key_set_from_get_jwks(pb, database):
+    auth_pb2, auth_pb2_grpc = pb
+    assert cli(database, "user", "add", "dora", "--role", "ops", "--password-stdin",
+               stdin=PASSWORD).returncode == 0
+    server = Authd(database)
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            token = stub.Login(auth_pb2.LoginRequest(username="dora", password=PASSWORD)).access_token
+            keys = stub.GetJwks(auth_pb2.GetJwksRequest()).keys
+        # The same set as JSON, through reflection alone.
+        document = json.loads(grpcurl("auth.v1.AuthService/GetJwks", {}, server.addr))
+    finally:
+        assert server.terminate() == 0
+
+    assert len(keys) == 1
+    key = keys[0]
+    jwk = {"kty": key.kty, "crv": key.crv, "x": key.x, "kid": key.kid, "use": key.use, "alg": key.alg}
+    assert document["keys"] == [jwk]
+    assert jwt.get_unverified_header(token)["kid"] == key.kid
+    claims = jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["EdDSA"], audience="authd", issuer="authd")
+    assert claims["username"] == "dora" and claims["roles"] == ["ops"]
+    # A token changed in one character of its payload does not verify.
+    header, payload, signature = token.split(".")
+    flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(".".join([header, flipped, signature]), jwt.PyJWK(jwk).key, algorithms=["EdDSA"],
+                   audience="authd", issuer="authd")
 
 
 def test_purge_empties_revocations_after_expiry(pb, database):
