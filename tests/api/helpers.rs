@@ -337,6 +337,16 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// The key set GetJwks publishes.
+    pub(crate) async fn jwks(&mut self) -> Vec<authd::grpc::pb::JsonWebKey> {
+        self.client
+            .get_jwks(authd::grpc::pb::GetJwksRequest {})
+            .await
+            .expect("GetJwks answers OK")
+            .into_inner()
+            .keys
+    }
+
     /// Waits, at most 5 s, until ValidateToken says `token` is revoked:
     /// for a change made by another process (the CLI, another instance),
     /// which reaches this one by notification or catch-up.

@@ -1,7 +1,7 @@
 //! GetJwks: the public key set that verifies the service's tokens, usable
 //! by a JWT library that knows nothing of authd.
 
-use authd::grpc::pb::{GetJwksRequest, JsonWebKey};
+use authd::grpc::pb::JsonWebKey;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 
@@ -20,14 +20,7 @@ async fn the_published_key_verifies_the_tokens_it_names(backend: Backend) {
     let mut world = World::new(backend).await;
     let login = world.alice_token().await;
 
-    let keys = world
-        .app
-        .client
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
+    let keys = world.app.jwks().await;
 
     let [key] = keys.as_slice() else {
         panic!("one signing key, one published key: {keys:?}");
@@ -57,13 +50,7 @@ async fn the_published_key_verifies_the_tokens_it_names(backend: Backend) {
 
 async fn the_key_set_stays_the_same_across_a_restart(backend: Backend) {
     let mut world = World::new(backend).await;
-    let before = world
-        .app
-        .client
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let before = world.app.jwks().await;
     let settings = world.app.settings.clone();
     let app = std::mem::replace(
         &mut world.app,
@@ -71,13 +58,7 @@ async fn the_key_set_stays_the_same_across_a_restart(backend: Backend) {
     );
     app.stop().await;
 
-    let after = world
-        .app
-        .client
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let after = world.app.jwks().await;
     assert_eq!(before, after);
 }
 
