@@ -10,8 +10,10 @@ use anyhow::{Context as _, bail};
 use time::format_description::well_known::Rfc3339;
 
 use crate::{
-    auth::{Accounts, HashCost, HashingPriority, Passwords},
-    config::{Cli, Command, PurgeArgs, ServeArgs, StorageArgs, UserCommand},
+    auth::{Accounts, HashCost, HashingPriority, Passwords, Rotation, SigningKeys},
+    config::{
+        Cli, Command, KeySetArgs, KeysCommand, PurgeArgs, ServeArgs, StorageArgs, UserCommand,
+    },
     domain::{Password, Role, Username},
     jobs::purge::{PurgePass, purge_once},
     startup::Application,
@@ -35,7 +37,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(command) => user(command).await,
         Command::Purge(args) => purge(&args).await,
+        Command::Keys(command) => keys(command).await,
     }
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::List(args) => {
+            let store = open_store(&args.storage).await?;
+            let keys = SigningKeys::list(&store, args.lifetimes.key_retention()).await?;
+            if keys.is_empty() {
+                println!("no signing keys yet: the first is made when authd first starts");
+                return Ok(());
+            }
+            let at = |instant: Option<time::OffsetDateTime>| {
+                instant.map_or_else(
+                    || "-".to_owned(),
+                    |at| at.format(&Rfc3339).unwrap_or_default(),
+                )
+            };
+            println!(
+                "{:<43} {:<8} {:<20} {:<20} {:<20}",
+                "KID", "STATE", "CREATED", "ACTIVATES", "RETIRES"
+            );
+            for key in keys {
+                println!(
+                    "{:<43} {:<8} {:<20} {:<20} {:<20}",
+                    key.kid,
+                    key.state.as_str(),
+                    at(Some(key.created_at)),
+                    at(Some(key.activates_at)),
+                    at(key.retires_at.or(key.revoked_at)),
+                );
+            }
+        }
+        KeysCommand::Rotate(args) => {
+            let keys = open_key_set(&args.key_set).await?;
+            match keys.rotate(args.publishing.publish_lead()).await? {
+                Rotation::Scheduled { kid, activates_at } => {
+                    println!(
+                        "new signing key {kid}: published now, signing from {}",
+                        activates_at.format(&Rfc3339).unwrap_or_default()
+                    );
+                }
+                Rotation::AlreadyPending { kid, activates_at } => bail!(
+                    "the signing key {kid} is pending already and signs from {};                      rotate again once it does (or revoke it)",
+                    activates_at.format(&Rfc3339).unwrap_or_default()
+                ),
+                Rotation::NotDue => unreachable!("a rotation on request is always due"),
+            }
+        }
+        KeysCommand::Revoke(args) => {
+            let keys = open_key_set(&args.key_set).await?;
+            match keys.revoke(&args.kid).await? {
+                Some(promoted) => println!(
+                    "revoked {}; {promoted} signs from now on; every token {} signed is invalid",
+                    args.kid, args.kid
+                ),
+                None => println!("revoked {}; every token it signed is invalid", args.kid),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -67,6 +130,12 @@ async fn shutdown_signal() {
     }
 }
 
+async fn open_key_set(args: &KeySetArgs) -> anyhow::Result<SigningKeys> {
+    let store = open_store(&args.storage).await?;
+    let files = args.key_files.files(&args.storage.data_dir);
+    SigningKeys::open(store, &files, args.lifetimes.key_retention()).await
+}
+
 async fn open_store(args: &StorageArgs) -> anyhow::Result<Store> {
     let store = Store::connect(&args.database()).await?;
     store
@@ -83,6 +152,7 @@ async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
             println!("revocations: {}", report.revocations);
             println!("deleted users: {}", report.deleted_users);
             println!("failed logins: {}", report.failed_logins);
+            println!("signing keys: {}", report.signing_keys);
             Ok(())
         }
         PurgePass::Busy => bail!("another authd instance is purging right now; try again later"),

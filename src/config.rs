@@ -12,10 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::{
-    auth::{HashingPriority, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings},
+    auth::{
+        HashingPriority, KeyFiles, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings,
+    },
     domain::Role,
-    jobs::purge::PurgeSettings,
-    startup::ServeSettings,
+    http::HttpSettings,
+    jobs::{key_rotation::RotationSettings, purge::PurgeSettings},
+    startup::{ServeSettings, default_publish_lead},
     store::{DatabaseSettings, DatabaseUrl},
     tls::TlsSettings,
 };
@@ -49,8 +52,159 @@ pub enum Command {
     #[command(subcommand)]
     User(UserCommand),
     /// Run one purge pass (expired revocations, deleted users, old failed
-    /// Logins), print what it deleted, and exit.
+    /// Logins, keys past their tokens' lifetime), print what it deleted,
+    /// and exit.
     Purge(PurgeArgs),
+    /// Manage the signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// The key subcommands; each takes the storage flags after its name.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys: id, state, and when each was made, starts
+    /// and stops signing.
+    List(KeysListArgs),
+    /// Schedule a new signing key: published at once, signing after
+    /// --key-publish-lead, when the active key retires.
+    Rotate(KeysRotateArgs),
+    /// Revoke a signing key: unpublished at once, and every token it signed
+    /// stops validating on every instance.
+    Revoke(KeysRevokeArgs),
+}
+
+/// `authd keys list`.
+#[derive(Debug, Args)]
+pub struct KeysListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lifetimes: LifetimeArgs,
+}
+
+/// `authd keys rotate`.
+#[derive(Debug, Args)]
+pub struct KeysRotateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key_set: KeySetArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub publishing: PublishingArgs,
+}
+
+/// `authd keys revoke`.
+#[derive(Debug, Args)]
+pub struct KeysRevokeArgs {
+    /// The id of the key (its `kid`, as `authd keys list` prints it).
+    pub kid: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key_set: KeySetArgs,
+}
+
+/// Where the key set of `rotate` and `revoke` lives, and how long its
+/// retired keys are kept.
+#[derive(Debug, Args)]
+pub struct KeySetArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key_files: KeyFileArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lifetimes: LifetimeArgs,
+}
+
+/// The files of the signing keys' material.
+#[derive(Debug, Args)]
+pub struct KeyFileArgs {
+    /// The key-encryption key that seals the signing keys kept in the
+    /// database (32 bytes, base64); generated with mode 0600 on first start
+    /// when missing. Instances sharing a database must share it. Default:
+    /// <data-dir>/key-encryption-key.
+    #[arg(long, env = "AUTHD_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// An Ed25519 private key (PKCS#8 PEM) that signed tokens before the
+    /// keys were kept in the database: when the database holds no key yet,
+    /// it becomes the active one, with its `kid`, so those tokens stay
+    /// valid. Not read once the database holds keys. Default:
+    /// <data-dir>/signing-key.pem.
+    #[arg(long, env = "AUTHD_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl KeyFileArgs {
+    /// The files, with the defaults in `data_dir`.
+    pub fn files(&self, data_dir: &Path) -> KeyFiles {
+        KeyFiles {
+            encryption_key_file: self
+                .key_encryption_key_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join(ServeSettings::KEY_ENCRYPTION_KEY_FILE)),
+            signing_key_file: self
+                .signing_key_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join(ServeSettings::SIGNING_KEY_FILE)),
+        }
+    }
+}
+
+/// How keys are published: how long clients cache the set, and how long a
+/// new key is published before it signs.
+#[derive(Debug, Args)]
+pub struct PublishingArgs {
+    /// How long clients may cache the JWKS: its `Cache-Control: max-age`.
+    #[arg(long, env = "AUTHD_JWKS_MAX_AGE", value_parser = positive_duration,
+          default_value_t = HttpSettings::DEFAULT_JWKS_MAX_AGE.into())]
+    pub jwks_max_age: humantime::Duration,
+    /// How long a new signing key is published before it signs, so that
+    /// clients caching the JWKS know it by then. Default: twice
+    /// --jwks-max-age.
+    #[arg(long, env = "AUTHD_KEY_PUBLISH_LEAD", value_parser = duration)]
+    pub key_publish_lead: Option<humantime::Duration>,
+}
+
+impl PublishingArgs {
+    /// The lead these flags set.
+    pub fn publish_lead(&self) -> Duration {
+        self.key_publish_lead
+            .map_or_else(|| default_publish_lead(*self.jwks_max_age), |lead| *lead)
+    }
+}
+
+/// A value, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrOff<T>(pub Option<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for OrOff<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        if raw.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        raw.parse()
+            .map(|value| Self(Some(value)))
+            .map_err(|err| format!("{err} (or `off`)"))
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for OrOff<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
 }
 
 /// Where local state lives unless `--data-dir` says otherwise.
@@ -79,11 +233,28 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub storage: StorageArgs,
-    /// Ed25519 private key (PKCS#8 PEM) that signs tokens; generated with
-    /// mode 0600 when missing. Instances sharing a database must share it.
-    /// Default: <data-dir>/signing-key.pem.
-    #[arg(long, env = "AUTHD_SIGNING_KEY_FILE")]
-    pub signing_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key_files: KeyFileArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub publishing: PublishingArgs,
+    /// How long a signing key signs before the next one is scheduled, by
+    /// whichever instance checks first; `off`: only `authd keys rotate`
+    /// rotates.
+    #[arg(long, env = "AUTHD_KEY_ROTATION_INTERVAL", default_value = "90d",
+          value_parser = rotation_interval)]
+    pub key_rotation_interval: OrOff<humantime::Duration>,
+    /// Address of the HTTP listener (JWKS, server metadata, /healthz,
+    /// /readyz); HTTPS with --tls-cert. `off` to disable.
+    #[arg(long, env = "AUTHD_HTTP_LISTEN",
+          default_value_t = OrOff(HttpSettings::default().listen))]
+    pub http_listen: OrOff<SocketAddr>,
+    /// The URL clients reach the HTTP listener at, the base of the
+    /// metadata's `jwks_uri` (behind a proxy, say). Default: http:// (or
+    /// https://) and the listener's address.
+    #[arg(long, env = "AUTHD_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
     /// The `iss` claim written into and required of tokens.
     #[arg(long, env = "AUTHD_ISSUER", default_value_t = TokenSettings::default().issuer,
           value_parser = non_empty)]
@@ -416,12 +587,7 @@ impl StorageArgs {
 impl ServeArgs {
     /// The settings of the server these flags describe.
     pub fn settings(&self) -> ServeSettings {
-        let defaults = ServeSettings::new(
-            self.storage.database(),
-            self.signing_key_file
-                .clone()
-                .unwrap_or_else(|| self.storage.data_dir.join("signing-key.pem")),
-        );
+        let defaults = ServeSettings::new(self.storage.database(), &self.storage.data_dir);
         let tokens = self.lifetimes.tokens(&self.issuer, &self.audience);
         let login_throttle = ThrottleSettings {
             mode: self.login_throttle,
@@ -452,8 +618,27 @@ impl ServeArgs {
             shutdown_grace_period: *self.shutdown_grace_period,
             request_timeout: *self.request_timeout,
             token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),
+            keys: self.key_files.files(&self.storage.data_dir),
+            key_rotation: RotationSettings {
+                interval: self.key_rotation_interval.0.map(Into::into),
+                publish_lead: self.publishing.publish_lead(),
+                ..defaults.key_rotation
+            },
+            http: HttpSettings {
+                listen: self.http_listen.0,
+                public_url: self.public_url.clone(),
+                jwks_max_age: *self.publishing.jwks_max_age,
+            },
             ..defaults
         }
+    }
+}
+
+impl LifetimeArgs {
+    /// How long a retired key stays published: the longest a token lives,
+    /// plus the leeway.
+    pub fn key_retention(&self) -> Duration {
+        *self.access_token_ttl + *self.leeway
     }
 }
 
@@ -488,6 +673,25 @@ fn positive_duration(raw: &str) -> Result<humantime::Duration, String> {
     }
 }
 
+fn rotation_interval(raw: &str) -> Result<OrOff<humantime::Duration>, String> {
+    let parsed: OrOff<humantime::Duration> = raw.parse()?;
+    match parsed.0 {
+        Some(d) if *d < Duration::from_secs(1) => Err("must be at least 1s (or `off`)".to_owned()),
+        _ => Ok(parsed),
+    }
+}
+
+fn public_url(raw: &str) -> Result<String, String> {
+    let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
+        && raw.len() > "https://".len()
+        && !raw.contains(char::is_whitespace);
+    if ok {
+        Ok(raw.trim_end_matches('/').to_owned())
+    } else {
+        Err("must be an http:// or https:// URL".to_owned())
+    }
+}
+
 fn non_empty(raw: &str) -> Result<String, String> {
     if raw.trim().is_empty() {
         Err("must not be empty".to_owned())
@@ -519,8 +723,19 @@ mod tests {
         assert_eq!(settings.purge.batch_size, 10_000);
         assert_eq!(settings.hashing_priority, HashingPriority::Low);
         assert_eq!(
-            settings.signing_key_file,
+            settings.keys.signing_key_file,
             PathBuf::from("./authd-data/signing-key.pem")
+        );
+        assert_eq!(
+            settings.keys.encryption_key_file,
+            PathBuf::from("./authd-data/key-encryption-key")
+        );
+        assert_eq!(settings.http.listen.unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.http.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(settings.key_rotation.publish_lead, Duration::from_secs(600));
+        assert_eq!(
+            settings.key_rotation.interval,
+            Some(Duration::from_secs(90 * 86_400))
         );
     }
 
@@ -561,7 +776,7 @@ mod tests {
         let from_flags = cli.serve.settings();
         let defaults = ServeSettings::new(
             from_flags.database.clone(),
-            from_flags.signing_key_file.clone(),
+            std::path::Path::new(DEFAULT_DATA_DIR),
         );
         assert_eq!(format!("{from_flags:?}"), format!("{defaults:?}"));
     }
@@ -625,6 +840,27 @@ mod tests {
         assert!(parse(&["--purge-batch-size", "0"]).is_err());
         assert!(parse(&["--issuer", ""]).is_err());
         assert!(parse(&["--hashing-priority", "realtime"]).is_err());
+        assert!(parse(&["--http-listen", "8080"]).is_err());
+        assert!(parse(&["--public-url", "auth.example"]).is_err());
+        assert!(parse(&["--key-rotation-interval", "0s"]).is_err());
+        let off = parse(&[
+            "--http-listen",
+            "off",
+            "--key-rotation-interval",
+            "off",
+            "--jwks-max-age",
+            "1m",
+        ])
+        .unwrap();
+        match off.command {
+            Some(Command::Serve(args)) => {
+                let settings = args.settings();
+                assert_eq!(settings.http.listen, None);
+                assert_eq!(settings.key_rotation.interval, None);
+                assert_eq!(settings.key_rotation.publish_lead, Duration::from_secs(120));
+            }
+            other => panic!("not serve: {other:?}"),
+        }
         let idle = parse(&["--hashing-priority", "idle"]).unwrap();
         match idle.command {
             Some(Command::Serve(args)) => {

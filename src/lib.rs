@@ -4,15 +4,17 @@
 //!
 //! - [`grpc`]: the transport edge. Converts protobuf to domain types and
 //!   back, maps errors to statuses, logs one line per call.
+//! - [`http`]: the HTTP face: the JWKS, the server metadata, and the
+//!   probes.
 //! - [`domain`]: values parsed at the edge (`Username`, `Password`,
 //!   `AccessToken`, …); holding one means it is valid.
-//! - [`auth`]: the use cases (login, logout, validate, accounts), tokens,
-//!   keys, password hashing, the login throttle, and the in-memory
-//!   revocation state. Knows nothing of gRPC or SQL.
+//! - [`auth`]: the use cases (login, logout, validate, accounts, signing
+//!   keys), tokens, password hashing, the login throttle, and the in-memory
+//!   revocation state and key set. Knows nothing of gRPC, HTTP or SQL.
 //! - [`store`]: the storage interface and its two backends, PostgreSQL and
 //!   an embedded SQLite file (sqlx); the only module with SQL.
 //! - [`jobs`]: background tasks of the server (purge, revocation sync,
-//!   database health).
+//!   key rotation, database health).
 //! - [`startup`]: builds the server from its settings and runs it until a
 //!   shutdown future resolves; [`tls`]: its certificate and key.
 //! - [`config`] and [`commands`]: the command line and what each
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod http;
 pub mod jobs;
 pub mod startup;
 pub mod store;

@@ -3,7 +3,7 @@
 use std::{
     future::Future,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    path::PathBuf,
+    path::Path,
     sync::Arc,
     time::Duration,
 };
@@ -15,11 +15,15 @@ use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     auth::{
-        AccessTokens, Authenticator, HashCost, HashingPriority, LoginThrottle, Passwords,
-        RevocationState, SigningKey, ThrottleSettings, TokenSettings, VerifiedTokens,
+        AccessTokens, Authenticator, HashCost, HashingPriority, KeyFiles, LoginThrottle, Passwords,
+        RevocationState, SigningKeys, ThrottleSettings, TokenSettings, VerifiedTokens,
     },
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
-    jobs::{self, purge::PurgeSettings, revocation_sync::SyncSettings},
+    http::{HttpServer, HttpSettings, Metadata},
+    jobs::{
+        self, database_health::Readiness, key_rotation::RotationSettings, purge::PurgeSettings,
+        revocation_sync::SyncSettings,
+    },
     store::{DatabaseSettings, FeedCursor, Storage as _, Store},
     tls::TlsSettings,
 };
@@ -56,8 +60,12 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     /// The database.
     pub database: DatabaseSettings,
-    /// The Ed25519 signing key file, generated when missing.
-    pub signing_key_file: PathBuf,
+    /// The key-encryption key, and the signing key file of an upgrade.
+    pub keys: KeyFiles,
+    /// When signing keys rotate by themselves.
+    pub key_rotation: RotationSettings,
+    /// The HTTP listener.
+    pub http: HttpSettings,
     /// Token contents and checks.
     pub tokens: TokenSettings,
     /// Argon2id cost of new password hashes.
@@ -97,16 +105,27 @@ impl ServeSettings {
     /// The default limit on AuthService calls in flight.
     pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
 
-    /// authd's defaults, on `database`, signing with the key in
-    /// `signing_key_file`: the one place every default is written (the
-    /// command line, the tests and the load generator start from here).
-    pub fn new(database: DatabaseSettings, signing_key_file: PathBuf) -> Self {
+    /// The name of the key-encryption key file in the data directory.
+    pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+    /// The name of the signing key file read on an upgrade.
+    pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+
+    /// authd's defaults, on `database`, with local state in `data_dir`:
+    /// the one place every default is written (the command line, the tests
+    /// and the load generator start from here).
+    pub fn new(database: DatabaseSettings, data_dir: &Path) -> Self {
         let tokens = TokenSettings::default();
         let login_throttle = ThrottleSettings::default();
+        let http = HttpSettings::default();
         Self {
             listen: Self::DEFAULT_LISTEN,
             database,
-            signing_key_file,
+            keys: KeyFiles {
+                encryption_key_file: data_dir.join(Self::KEY_ENCRYPTION_KEY_FILE),
+                signing_key_file: data_dir.join(Self::SIGNING_KEY_FILE),
+            },
+            key_rotation: RotationSettings::new(default_publish_lead(http.jwks_max_age)),
+            http,
             purge: PurgeSettings::new(&tokens, &login_throttle),
             tokens,
             password_cost: HashCost::default(),
@@ -122,11 +141,20 @@ impl ServeSettings {
     }
 }
 
+/// How long a new key is published before it signs unless told otherwise:
+/// twice the JWKS cache lifetime, so every client that caches the JWKS has
+/// fetched it by then.
+pub fn default_publish_lead(jwks_max_age: Duration) -> Duration {
+    jwks_max_age * 2
+}
+
 /// A server that is bound and connected, ready to run.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    http: Option<HttpServer>,
     store: Store,
+    signing_keys: Arc<SigningKeys>,
     auth: Arc<Authenticator>,
     revocations: Arc<RevocationState>,
     /// Where the start-up load of the revocations left off.
@@ -137,19 +165,25 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads (or creates) the signing key, connects to the database and
-    /// migrates it, and binds the listener.
+    /// Connects to the database and migrates it, opens the signing keys,
+    /// and binds the listeners.
     ///
     /// # Errors
     /// When any of those fails; the message says which.
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
         let tls = settings.tls.as_ref().map(TlsSettings::load).transpose()?;
-        let key = SigningKey::load_or_generate(&settings.signing_key_file)?;
+        let http_tls = match (&settings.http.listen, &settings.tls) {
+            (Some(_), Some(tls)) => Some(tls.load_for_http()?),
+            _ => None,
+        };
         let store = Store::connect(&settings.database).await?;
         store
             .migrate()
             .await
             .context("cannot migrate the database")?;
+        let retention = settings.tokens.ttl + settings.tokens.leeway;
+        let signing_keys =
+            Arc::new(SigningKeys::open(store.clone(), &settings.keys, retention).await?);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let passwords = Passwords::new(settings.password_cost, cores, settings.hashing_priority)?;
         tracing::info!(
@@ -157,7 +191,7 @@ impl Application {
             priority = settings.hashing_priority.as_str(),
             "started the password hashing threads"
         );
-        let tokens = AccessTokens::new(key, settings.tokens.clone());
+        let tokens = AccessTokens::new(signing_keys.ring(), settings.tokens.clone());
         let verified =
             VerifiedTokens::new(settings.token_cache_bytes, settings.tokens.leeway.as_secs());
 
@@ -188,9 +222,15 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let http = match settings.http.listen {
+            Some(addr) => Some(HttpServer::bind(addr, &settings.http, http_tls).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            http,
             store,
+            signing_keys,
             auth,
             revocations,
             cursor,
@@ -204,12 +244,25 @@ impl Application {
         &self.store
     }
 
+    /// The signing keys the server follows.
+    pub fn signing_keys(&self) -> &Arc<SigningKeys> {
+        &self.signing_keys
+    }
+
     /// The address the server listens on (useful with port 0).
     ///
     /// # Errors
     /// When the socket cannot tell, which does not happen on a bound socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the HTTP listener, when there is one.
+    ///
+    /// # Errors
+    /// When the socket cannot tell, which does not happen on a bound socket.
+    pub fn http_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.http.as_ref().map(HttpServer::local_addr).transpose()
     }
 
     /// Serves until `shutdown` resolves, then: health goes NOT_SERVING, the
@@ -224,7 +277,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            http,
             store,
+            signing_keys,
             auth,
             revocations,
             cursor,
@@ -246,13 +301,21 @@ impl Application {
         let revocation_sync = tokio::spawn(jobs::revocation_sync::run(
             store.clone(),
             revocations,
+            signing_keys.clone(),
             cursor,
             settings.revocation_sync,
             stop_jobs.clone(),
         ));
+        let key_rotation = tokio::spawn(jobs::key_rotation::run(
+            signing_keys,
+            settings.key_rotation,
+            stop_jobs.clone(),
+        ));
+        let readiness = Readiness::default();
         let health_watch = tokio::spawn(jobs::database_health::watch(
             store.clone(),
             reporter,
+            readiness.clone(),
             stop_jobs.clone(),
         ));
 
@@ -270,8 +333,27 @@ impl Application {
             }
         };
 
+        let http_addr = http.as_ref().map(HttpServer::local_addr).transpose()?;
+        let http_server = http.map(|http| {
+            tokio::spawn(http.serve(
+                auth.clone(),
+                readiness,
+                Metadata {
+                    issuer: settings.tokens.issuer.clone(),
+                },
+                draining.clone(),
+                settings.shutdown_grace_period,
+            ))
+        });
+
         let transport = settings.tls.as_ref().map_or("plaintext", TlsSettings::mode);
-        tracing::info!(%addr, database = store.backend_name(), transport, "authd is serving");
+        tracing::info!(
+            %addr,
+            http = %http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            database = store.backend_name(),
+            transport,
+            "authd is serving"
+        );
         let api = AuthServiceServer::new(AuthApi::new(auth, settings.max_calls_in_flight))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut builder = Server::builder();
@@ -308,8 +390,13 @@ impl Application {
             }
         };
         stop_jobs.cancel();
+        draining.cancel();
         let _ = purge.await;
         let _ = revocation_sync.await;
+        let _ = key_rotation.await;
+        if let Some(http_server) = http_server {
+            let _ = http_server.await;
+        }
         if tokio::time::timeout(Duration::from_secs(1), store.close())
             .await
             .is_err()

@@ -3,10 +3,13 @@
 //! validation, and the bytes of a request message before the handlers parse
 //! it. Nothing here may panic, and no token but the one issued may verify.
 
-use std::sync::LazyLock;
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use authd::{
-    auth::{AccessTokens, SigningKey, TokenSettings},
+    auth::{AccessTokens, KeyRing, SigningKey, TokenSettings},
     domain::{AccessToken, Password, Role, UserId, Username},
     grpc::pb::{LoginRequest, LogoutRequest, ValidateTokenRequest},
 };
@@ -15,9 +18,9 @@ use prost::Message as _;
 
 /// A token service with a key of its own, and one token it issued.
 static TOKENS: LazyLock<(AccessTokens, String)> = LazyLock::new(|| {
-    let dir = tempfile::tempdir().unwrap();
-    let key = SigningKey::load_or_generate(&dir.path().join("key.pem")).unwrap();
-    let tokens = AccessTokens::new(key, TokenSettings::default());
+    let key = SigningKey::generate().unwrap();
+    let ring = KeyRing::single(key, Duration::from_secs(905));
+    let tokens = AccessTokens::new(Arc::new(ring), TokenSettings::default());
     let issued = tokens
         .issue(
             UserId::generate(),

@@ -5,6 +5,7 @@ mod accounts;
 mod keys;
 mod password;
 mod revocations;
+mod signing_keys;
 mod throttle;
 mod token_cache;
 mod tokens;
@@ -19,15 +20,19 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 pub use accounts::{AccountError, Accounts};
-pub use keys::{PublicJwk, SigningKey, ensure_private};
+pub use keys::{
+    KeyEncryptionKey, KeyInfo, KeyRing, KeyState, NoSigner, PublicJwk, PublicKey, RevokeRefusal,
+    Rotation, SealError, SigningKey, ensure_private, write_private_file_once,
+};
 pub use password::{
     HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordError, PasswordPolicy, Passwords,
     QueuePlace,
 };
 pub use revocations::RevocationState;
+pub use signing_keys::{KeyError, KeyFiles, SigningKeys};
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
 pub use token_cache::VerifiedTokens;
-pub use tokens::{AccessTokens, Claims, InvalidToken, TokenSettings};
+pub use tokens::{AccessTokens, Claims, InvalidToken, IssueError, TokenSettings};
 
 use self::throttle::{Refusal, Settlement};
 use crate::{
@@ -291,14 +296,17 @@ impl Authenticator {
     /// The token's claims, from the cache or by verifying it.
     fn verify(&self, token: &AccessToken) -> Result<Arc<Claims>, InvalidToken> {
         let text = token.expose();
-        if let Some(claims) = self
-            .verified
-            .get(text, jsonwebtoken::get_current_timestamp())
+        // Read before verifying: a key revoked meanwhile moves it on, and
+        // the entry is never used.
+        let generation = self.tokens.key_generation();
+        if let Some(claims) =
+            self.verified
+                .get(text, jsonwebtoken::get_current_timestamp(), generation)
         {
             return Ok(claims);
         }
         let claims = Arc::new(self.tokens.verify(text)?);
-        self.verified.insert(text, claims.clone());
+        self.verified.insert(text, claims.clone(), generation);
         Ok(claims)
     }
 

@@ -1,5 +1,6 @@
 //! Tokens already verified, keyed by their exact text, so that a token seen
-//! before skips the signature check; never used past the token's expiry.
+//! before skips the signature check; never used past the token's expiry, nor
+//! after a key it may have been signed with was revoked.
 
 use std::sync::Arc;
 
@@ -11,11 +12,20 @@ use super::Claims;
 /// `Claims` struct.
 const ENTRY_OVERHEAD: u64 = 160;
 
+/// An entry: the claims, and the key set generation they were verified in.
 #[derive(Clone)]
-struct Bytes;
+struct Verified {
+    generation: u64,
+    claims: Arc<Claims>,
+}
 
-impl Weighter<String, Arc<Claims>> for Bytes {
-    fn weight(&self, token: &String, claims: &Arc<Claims>) -> u64 {
+/// Weighs an entry by the bytes it holds.
+#[derive(Clone)]
+struct TokenWeigher;
+
+impl Weighter<String, Verified> for TokenWeigher {
+    fn weight(&self, token: &String, verified: &Verified) -> u64 {
+        let claims = &verified.claims;
         let strings = claims.iss.len()
             + claims.aud.len()
             + claims.username.len()
@@ -26,7 +36,7 @@ impl Weighter<String, Arc<Claims>> for Bytes {
 
 /// The verified-token cache.
 pub struct VerifiedTokens {
-    cache: Option<Cache<String, Arc<Claims>, Bytes>>,
+    cache: Option<Cache<String, Verified, TokenWeigher>>,
     leeway: u64,
 }
 
@@ -47,27 +57,31 @@ impl VerifiedTokens {
             let estimated = usize::try_from(capacity_bytes / 600)
                 .unwrap_or(usize::MAX)
                 .max(16);
-            Cache::with_weighter(estimated, capacity_bytes, Bytes)
+            Cache::with_weighter(estimated, capacity_bytes, TokenWeigher)
         });
         Self { cache, leeway }
     }
 
-    /// The claims of `token` if it was verified before and is still within
-    /// its lifetime at `now` (Unix seconds).
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
+    /// The claims of `token` if it was verified in the key set's
+    /// `generation` and is still within its lifetime at `now` (Unix
+    /// seconds).
+    pub fn get(&self, token: &str, now: u64, generation: u64) -> Option<Arc<Claims>> {
         let cache = self.cache.as_ref()?;
-        let claims = cache.get(token)?;
-        if now >= claims.exp.saturating_add(self.leeway) {
+        let verified = cache.get(token)?;
+        if now >= verified.claims.exp.saturating_add(self.leeway)
+            || verified.generation != generation
+        {
             cache.remove(token);
             return None;
         }
-        Some(claims)
+        Some(verified.claims)
     }
 
-    /// Remembers that `token` verified to `claims`.
-    pub fn insert(&self, token: &str, claims: Arc<Claims>) {
+    /// Remembers that `token` verified to `claims` in the key set's
+    /// `generation` (read before the verification began).
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, generation: u64) {
         if let Some(cache) = &self.cache {
-            cache.insert(token.to_owned(), claims);
+            cache.insert(token.to_owned(), Verified { generation, claims });
         }
     }
 
@@ -99,19 +113,31 @@ mod tests {
     #[test]
     fn an_entry_is_never_used_at_or_after_exp_plus_leeway() {
         let cache = VerifiedTokens::new(1 << 20, 5);
-        cache.insert("token", claims(1_000));
-        assert!(cache.get("token", 1_004).is_some());
-        assert!(cache.get("token", 1_005).is_none());
-        assert!(cache.get("token", 1_000).is_none(), "removed once expired");
+        cache.insert("token", claims(1_000), 0);
+        assert!(cache.get("token", 1_004, 0).is_some());
+        assert!(cache.get("token", 1_005, 0).is_none());
+        assert!(
+            cache.get("token", 1_000, 0).is_none(),
+            "removed once expired"
+        );
+    }
+
+    #[test]
+    fn an_entry_of_an_older_key_generation_is_not_used() {
+        let cache = VerifiedTokens::new(1 << 20, 5);
+        cache.insert("token", claims(u64::MAX / 2), 1);
+        assert!(cache.get("token", 0, 1).is_some());
+        assert!(cache.get("token", 0, 2).is_none());
+        assert!(cache.get("token", 0, 1).is_none(), "removed once stale");
     }
 
     #[test]
     fn only_the_exact_text_hits() {
         let cache = VerifiedTokens::new(1 << 20, 0);
-        cache.insert("abc.def.ghi", claims(u64::MAX / 2));
-        assert!(cache.get("abc.def.ghi", 0).is_some());
-        assert!(cache.get("abc.def.ghj", 0).is_none());
-        assert!(cache.get("abc.def.gh", 0).is_none());
+        cache.insert("abc.def.ghi", claims(u64::MAX / 2), 0);
+        assert!(cache.get("abc.def.ghi", 0, 0).is_some());
+        assert!(cache.get("abc.def.ghj", 0, 0).is_none());
+        assert!(cache.get("abc.def.gh", 0, 0).is_none());
     }
 
     #[test]
@@ -119,7 +145,7 @@ mod tests {
         let bound = 64 * 1024;
         let cache = VerifiedTokens::new(bound, 0);
         for i in 0..10_000 {
-            cache.insert(&format!("{i:0>400}"), claims(u64::MAX / 2));
+            cache.insert(&format!("{i:0>400}"), claims(u64::MAX / 2), 0);
         }
         assert!(cache.weight() <= bound, "{} > {bound}", cache.weight());
         assert!(cache.weight() > bound / 2);
@@ -128,7 +154,7 @@ mod tests {
     #[test]
     fn a_zero_capacity_caches_nothing() {
         let cache = VerifiedTokens::new(0, 0);
-        cache.insert("token", claims(u64::MAX / 2));
-        assert!(cache.get("token", 0).is_none());
+        cache.insert("token", claims(u64::MAX / 2), 0);
+        assert!(cache.get("token", 0, 0).is_none());
     }
 }

@@ -1,13 +1,13 @@
 //! Access tokens: EdDSA-signed JWTs with `typ: at+jwt`, issued and
 //! verified here and nowhere else.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::keys::{PublicJwk, SigningKey};
+use super::keys::{KeyRing, NoSigner, PublicJwk};
 use crate::domain::{Role, UserId};
 
 /// The `typ` header of our tokens (RFC 9068).
@@ -90,27 +90,41 @@ pub struct IssuedToken {
     pub claims: Claims,
 }
 
-/// Issues and verifies access tokens with one key.
+/// A token could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// No key can sign now.
+    #[error(transparent)]
+    NoSigner(#[from] NoSigner),
+    /// Signing failed, which only a broken key can cause.
+    #[error("cannot sign the token")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Issues and verifies access tokens with the keys of a [`KeyRing`].
 #[derive(Debug)]
 pub struct AccessTokens {
-    key: SigningKey,
+    keys: Arc<KeyRing>,
     header: Header,
     validation: Validation,
     settings: TokenSettings,
 }
 
 impl AccessTokens {
-    /// The keys that verify the tokens issued here: the signing key's
-    /// public half.
+    /// The keys that verify the tokens issued here, as published now.
     pub fn published_keys(&self) -> Vec<PublicJwk> {
-        vec![self.key.public_jwk()]
+        self.keys.published(now_seconds())
     }
 
-    /// Tokens signed with `key` under `settings`.
-    pub fn new(key: SigningKey, settings: TokenSettings) -> Self {
+    /// The key set's generation (see [`KeyRing::generation`]).
+    pub fn key_generation(&self) -> u64 {
+        self.keys.generation()
+    }
+
+    /// Tokens signed with the active key of `keys` under `settings`.
+    pub fn new(keys: Arc<KeyRing>, settings: TokenSettings) -> Self {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(key.kid().to_owned());
 
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = settings.leeway.as_secs();
@@ -120,7 +134,7 @@ impl AccessTokens {
         validation.validate_nbf = true;
 
         Self {
-            key,
+            keys,
             header,
             validation,
             settings,
@@ -136,14 +150,17 @@ impl AccessTokens {
     /// the epoch).
     ///
     /// # Errors
-    /// When signing fails, which only a broken key can cause.
+    /// When no key can sign now, or signing fails.
     pub fn issue(
         &self,
         user: UserId,
         username: &str,
         roles: &[Role],
         issued_at: u64,
-    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+    ) -> Result<IssuedToken, IssueError> {
+        let key = self.keys.signer(now_seconds())?;
+        let mut header = self.header.clone();
+        header.kid = Some(key.kid().to_owned());
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             aud: self.settings.audience.clone(),
@@ -154,7 +171,7 @@ impl AccessTokens {
             username: username.to_owned(),
             roles: roles.iter().map(|role| role.as_str().to_owned()).collect(),
         };
-        let token = jsonwebtoken::encode(&self.header, &claims, self.key.encoding())?;
+        let token = jsonwebtoken::encode(&header, &claims, key.encoding())?;
         Ok(IssuedToken {
             token: token.into(),
             claims,
@@ -184,16 +201,20 @@ impl AccessTokens {
         {
             return Err(InvalidToken::Malformed);
         }
-        match header.kid.as_deref() {
-            None => return Err(InvalidToken::Malformed),
-            Some(kid) if kid != self.key.kid() => return Err(InvalidToken::BadSignature),
-            Some(_) => {}
-        }
-
-        let claims = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
+        let Some(kid) = header.kid.as_deref() else {
+            return Err(InvalidToken::Malformed);
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        // An unknown `kid` (never ours, revoked, or long retired) is refused
+        // before any signature work.
+        let claims = self
+            .keys
+            .with_verifier(kid, now_seconds(), |key| {
+                jsonwebtoken::decode::<Claims>(token, key.decoding(), &self.validation)
+            })
+            .ok_or(InvalidToken::BadSignature)?
             .map_err(|err| classify(err.kind()))?
             .claims;
-        let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.settings.leeway.as_secs();
         // The library lets a token live through the whole second
         // `exp + leeway`; a revocation row lives until the instant
@@ -207,6 +228,10 @@ impl AccessTokens {
         }
         Ok(claims)
     }
+}
+
+fn now_seconds() -> i64 {
+    i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX)
 }
 
 fn classify(kind: &ErrorKind) -> InvalidToken {
@@ -224,10 +249,10 @@ fn classify(kind: &ErrorKind) -> InvalidToken {
 mod tests {
     use super::*;
 
-    fn tokens(dir: &tempfile::TempDir) -> AccessTokens {
-        let key = SigningKey::load_or_generate(&dir.path().join("key.pem")).unwrap();
+    fn tokens() -> AccessTokens {
+        let key = crate::auth::SigningKey::generate().unwrap();
         AccessTokens::new(
-            key,
+            Arc::new(KeyRing::single(key, Duration::from_secs(65))),
             TokenSettings {
                 ttl: Duration::from_secs(60),
                 ..TokenSettings::default()
@@ -243,8 +268,7 @@ mod tests {
 
     #[test]
     fn a_token_stops_validating_at_exp_plus_leeway_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = tokens(&dir);
+        let tokens = tokens();
         let now = jsonwebtoken::get_current_timestamp();
 
         // exp + leeway == now: its revocation row may already be purged.
@@ -257,8 +281,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = tokens(&dir);
+        let tokens = tokens();
         let user = UserId::generate();
         let issued = tokens
             .issue(
@@ -274,5 +297,40 @@ mod tests {
         assert_eq!(claims, issued.claims);
         assert_eq!(claims.sub, user.as_uuid());
         assert_eq!(claims.exp - claims.iat, 60);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use crate::auth::SigningKey;
+
+    #[test]
+    fn a_token_of_an_unknown_key_is_a_bad_signature() {
+        let ours = AccessTokens::new(
+            Arc::new(KeyRing::single(
+                SigningKey::generate().unwrap(),
+                Duration::from_secs(60),
+            )),
+            TokenSettings::default(),
+        );
+        let theirs = AccessTokens::new(
+            Arc::new(KeyRing::single(
+                SigningKey::generate().unwrap(),
+                Duration::from_secs(60),
+            )),
+            TokenSettings::default(),
+        );
+        let issued = theirs
+            .issue(
+                UserId::generate(),
+                "alice",
+                &[],
+                jsonwebtoken::get_current_timestamp(),
+            )
+            .unwrap();
+        let token = secrecy::ExposeSecret::expose_secret(&issued.token);
+        assert_eq!(ours.verify(token), Err(InvalidToken::BadSignature));
+        assert!(theirs.verify(token).is_ok());
     }
 }

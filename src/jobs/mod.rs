@@ -4,5 +4,6 @@
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
 pub mod database_health;
+pub mod key_rotation;
 pub mod purge;
 pub mod revocation_sync;

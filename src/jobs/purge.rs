@@ -1,5 +1,6 @@
 //! The purge: deletes what is kept only for a while (expired revocations,
-//! deleted users past their tokens' lifetime, old failed Logins), as one
+//! deleted users past their tokens' lifetime, old failed Logins, keys
+//! retired or revoked past their tokens' lifetime), as one
 //! pass that `authd purge` runs once and the server runs periodically.
 
 use std::time::Duration;
@@ -27,6 +28,9 @@ pub struct PurgeSettings {
     /// How long failed Logins are counted after the last one (see
     /// [`ThrottleSettings::memory`]).
     pub failed_login_memory: Duration,
+    /// How long a retired or revoked signing key is kept: as long as a
+    /// token it signed can be current.
+    pub signing_key_retention: Duration,
 }
 
 impl PurgeSettings {
@@ -43,6 +47,7 @@ impl PurgeSettings {
             batch_size: Self::DEFAULT_BATCH_SIZE,
             deleted_user_retention: tokens.ttl + tokens.leeway,
             failed_login_memory: throttle.memory(),
+            signing_key_retention: tokens.ttl + tokens.leeway,
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct PurgeReport {
     pub deleted_users: u64,
     /// Failed-Login counts no longer remembered.
     pub failed_logins: u64,
+    /// Signing keys retired or revoked longer than any token lives.
+    pub signing_keys: u64,
 }
 
 /// The outcome of one pass.
@@ -85,10 +92,14 @@ pub async fn purge_once(store: &Store, settings: &PurgeSettings) -> Result<Purge
     let failed_logins = store
         .forget_failed_logins(now - settings.failed_login_memory)
         .await?;
+    let signing_keys = store
+        .forget_signing_keys(now - settings.signing_key_retention)
+        .await?;
     Ok(PurgePass::Done(PurgeReport {
         revocations,
         deleted_users,
         failed_logins,
+        signing_keys,
     }))
 }
 
@@ -116,6 +127,7 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
                 revocations = report.revocations,
                 deleted_users = report.deleted_users,
                 failed_logins = report.failed_logins,
+                signing_keys = report.signing_keys,
                 "purged"
             ),
             Ok(PurgePass::Busy) => {

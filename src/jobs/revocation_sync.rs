@@ -1,6 +1,6 @@
-//! Keeps the in-memory revocation state in step with the store:
-//! notifications as they arrive, catch-ups on a short period, and sweeps of
-//! what has expired.
+//! Keeps the in-memory revocation state and key set in step with the
+//! store: notifications as they arrive, catch-ups on a short period, and
+//! sweeps of what has expired.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +9,7 @@ use tokio::{sync::Notify, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::RevocationState,
+    auth::{RevocationState, SigningKeys},
     store::{FeedCursor, Storage as _, Store},
 };
 
@@ -36,10 +36,12 @@ impl Default for SyncSettings {
 }
 
 /// Runs until `stop` is cancelled, starting from `cursor` (where the
-/// start-up load left off).
+/// start-up load left off). Each catch-up reads the signing keys too: the
+/// state counts as current only when both were read.
 pub async fn run(
     store: Store,
     state: Arc<RevocationState>,
+    keys: Arc<SigningKeys>,
     mut cursor: FeedCursor,
     settings: SyncSettings,
     stop: CancellationToken,
@@ -76,7 +78,11 @@ pub async fn run(
         let mut apply = |revocation| state.apply(revocation);
         let read = tokio::select! {
             () = stop.cancelled() => break,
-            read = store.revocations_since(&cursor, &mut apply) => read,
+            read = async {
+                let next = store.revocations_since(&cursor, &mut apply).await?;
+                keys.refresh().await?;
+                Ok::<_, crate::store::StoreError>(next)
+            } => read,
         };
         match read {
             Ok(next) => {

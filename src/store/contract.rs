@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AddUserError, FailedLogins, FeedCursor, NewUser, PurgeOutcome, Revocation,
-    RevocationNotifications, StoreError, UserRecord,
+    AddUserError, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome, Revocation,
+    RevocationNotifications, StoreError, StoredKey, UserRecord,
 };
 use crate::domain::{UserId, Username};
 
@@ -221,6 +221,34 @@ pub trait Storage {
     /// # Errors
     /// [`StoreError`] when the database fails.
     fn forget_failed_logins(
+        &self,
+        before: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Every signing key, in the order they activate.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn signing_keys(&self) -> impl Future<Output = Result<Vec<StoredKey>, StoreError>> + Send;
+
+    /// Changes the signing keys as `plan` decides from the current ones, as
+    /// one transaction: concurrent edits, from any process on the database,
+    /// run one after another, each planned from what the one before left.
+    /// Returns what `plan` returned beside its edits.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then changed.
+    fn edit_signing_keys<T: Send>(
+        &self,
+        plan: impl FnOnce(Vec<StoredKey>) -> (Vec<KeyEdit>, T) + Send,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send;
+
+    /// Deletes the keys retired or revoked before `before`: none of their
+    /// tokens can be current. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn forget_signing_keys(
         &self,
         before: OffsetDateTime,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;

@@ -15,7 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use contract::Storage;
-pub use records::{AddUserError, FailedLogins, NewUser, PurgeOutcome, Revocation, UserRecord};
+pub use records::{
+    AddUserError, FailedLogins, KeyEdit, NewUser, PurgeOutcome, Revocation, StoredKey, UserRecord,
+};
 
 use crate::domain::{UserId, Username};
 
@@ -157,9 +159,10 @@ impl FeedCursor {
 pub struct RevocationNotifications(postgres::Listener);
 
 impl RevocationNotifications {
-    /// Waits for the next revocation announced. `Ok(None)` when
-    /// notifications may have been missed (the connection dropped and was
-    /// made again, or a payload did not parse): the caller must catch up.
+    /// Waits for the next revocation announced. `Ok(None)` when the caller
+    /// must catch up: notifications may have been missed (the connection
+    /// dropped and was made again, or a payload did not parse), or the
+    /// signing keys changed.
     ///
     /// # Errors
     /// [`StoreError`] when the connection cannot be made again.
@@ -336,6 +339,21 @@ impl Storage for Store {
 
     async fn forget_failed_logins(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         on_backend!(self, store => store.forget_failed_logins(before).await)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        on_backend!(self, store => store.signing_keys().await)
+    }
+
+    async fn edit_signing_keys<T: Send>(
+        &self,
+        plan: impl FnOnce(Vec<StoredKey>) -> (Vec<KeyEdit>, T) + Send,
+    ) -> Result<T, StoreError> {
+        on_backend!(self, store => store.edit_signing_keys(plan).await)
+    }
+
+    async fn forget_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.forget_signing_keys(before).await)
     }
 }
 

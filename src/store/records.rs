@@ -110,3 +110,47 @@ pub struct FailedLogins {
     /// Attempts are refused until this instant.
     pub blocked_until: Option<OffsetDateTime>,
 }
+
+/// A signing key as stored: its public half in the clear, its private half
+/// sealed with the key-encryption key, and the instants of its lifecycle.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// The Ed25519 public key, 32 bytes.
+    pub public_key: Vec<u8>,
+    /// The PKCS#8 private key, sealed.
+    pub sealed_private_key: Vec<u8>,
+    /// The id of the key-encryption key that sealed it.
+    pub sealed_by: String,
+    /// When the key was made.
+    pub created_at: OffsetDateTime,
+    /// From this instant the key signs new tokens.
+    pub activates_at: OffsetDateTime,
+    /// From this instant it no longer does (its successor's activation).
+    pub retires_at: Option<OffsetDateTime>,
+    /// Set when the key was revoked: nothing it signed is valid.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("sealed_by", &self.sealed_by)
+            .field("activates_at", &self.activates_at)
+            .field("retires_at", &self.retires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One change to the signing keys, made with others in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyEdit {
+    /// Adds a key.
+    Insert(StoredKey),
+    /// Sets the lifecycle instants of the key of the same kid (its
+    /// material never changes).
+    Reschedule(StoredKey),
+}

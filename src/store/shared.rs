@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{FailedLogins, UserRecord};
+use super::{FailedLogins, StoredKey, UserRecord};
 use crate::domain::{Role, UserId, Username};
 
 /// How one backend keeps what the two dialects store differently.
@@ -98,6 +98,47 @@ pub(super) fn failed_logins<D: Dialect>(
     })
 }
 
+/// The columns of `signing_keys` the store reads, in the order of
+/// [`SELECT_SIGNING_KEYS`].
+pub(super) type KeyRow<D> = (
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    <D as Dialect>::Instant,
+    <D as Dialect>::Instant,
+    Option<<D as Dialect>::Instant>,
+    Option<<D as Dialect>::Instant>,
+);
+
+/// Every signing key, in the order they activate.
+pub(super) const SELECT_SIGNING_KEYS: &str = "select kid, public_key, sealed_private_key, sealed_by, \
+     created_at, activates_at, retires_at, revoked_at from signing_keys order by activates_at, kid";
+
+/// A row of `signing_keys` as a record.
+pub(super) fn stored_key<D: Dialect>(row: KeyRow<D>) -> Result<StoredKey, sqlx::Error> {
+    let (
+        kid,
+        public_key,
+        sealed_private_key,
+        sealed_by,
+        created_at,
+        activates_at,
+        retires_at,
+        revoked_at,
+    ) = row;
+    Ok(StoredKey {
+        kid,
+        public_key,
+        sealed_private_key,
+        sealed_by,
+        created_at: D::read_instant(created_at)?,
+        activates_at: D::read_instant(activates_at)?,
+        retires_at: retires_at.map(D::read_instant).transpose()?,
+        revoked_at: revoked_at.map(D::read_instant).transpose()?,
+    })
+}
+
 /// The statements both backends share, as the items of a
 /// [`Storage`](super::Storage) impl: a macro each backend expands, rather
 /// than functions generic over sqlx's `Database`, which would each restate
@@ -106,7 +147,9 @@ pub(super) fn failed_logins<D: Dialect>(
 /// database's clock, in its stored form. The backend's type must implement
 /// [`Dialect`] and have a `pool` and a `with_deadline` method, and a
 /// `begin_failed_logins_update(key)` that starts a transaction in which
-/// concurrent updates of one key are serialised.
+/// concurrent updates of one key are serialised, and a
+/// `begin_signing_keys_edit()` that starts one in which edits of the
+/// signing keys are.
 macro_rules! shared_statements {
     (now = $now:literal) => {
         async fn ping(&self) -> Result<(), StoreError> {
@@ -384,6 +427,86 @@ macro_rules! shared_statements {
                     sqlx::query(
                         "delete from failed_logins where last_failed_at < $1 \
                          and (blocked_until is null or blocked_until < $1)",
+                    )
+                    .bind(Self::instant(before))
+                    .execute(&self.pool),
+                )
+                .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+            self.with_deadline(async {
+                sqlx::query_as::<_, KeyRow<Self>>(SELECT_SIGNING_KEYS)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(stored_key::<Self>)
+                    .collect()
+            })
+            .await
+        }
+
+        async fn edit_signing_keys<T: Send>(
+            &self,
+            plan: impl FnOnce(Vec<StoredKey>) -> (Vec<KeyEdit>, T) + Send,
+        ) -> Result<T, StoreError> {
+            self.with_deadline(async {
+                let mut tx = self.begin_signing_keys_edit().await?;
+                let keys = sqlx::query_as::<_, KeyRow<Self>>(SELECT_SIGNING_KEYS)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(stored_key::<Self>)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (edits, outcome) = plan(keys);
+                if edits.is_empty() {
+                    return Ok(outcome);
+                }
+                for edit in edits {
+                    match edit {
+                        KeyEdit::Insert(key) => {
+                            sqlx::query(
+                                "insert into signing_keys (kid, public_key, sealed_private_key, \
+                                 sealed_by, created_at, activates_at, retires_at, revoked_at) \
+                                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            )
+                            .bind(key.kid)
+                            .bind(key.public_key)
+                            .bind(key.sealed_private_key)
+                            .bind(key.sealed_by)
+                            .bind(Self::instant(key.created_at))
+                            .bind(Self::instant(key.activates_at))
+                            .bind(key.retires_at.map(Self::instant))
+                            .bind(key.revoked_at.map(Self::instant))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        KeyEdit::Reschedule(key) => {
+                            sqlx::query(
+                                "update signing_keys set activates_at = $2, retires_at = $3, \
+                                 revoked_at = $4 where kid = $1",
+                            )
+                            .bind(key.kid)
+                            .bind(Self::instant(key.activates_at))
+                            .bind(key.retires_at.map(Self::instant))
+                            .bind(key.revoked_at.map(Self::instant))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(outcome)
+            })
+            .await
+        }
+
+        async fn forget_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+            let done = self
+                .with_deadline(
+                    sqlx::query(
+                        "delete from signing_keys where retires_at < $1 or revoked_at < $1",
                     )
                     .bind(Self::instant(before))
                     .execute(&self.pool),

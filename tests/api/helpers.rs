@@ -2,10 +2,17 @@
 //! clients, a way to forge tokens with the service's own key, and a proxy
 //! that can cut the service off from its database.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use authd::{
-    auth::{Accounts, HashCost, HashingPriority, PasswordPolicy, Passwords},
+    auth::{
+        Accounts, HashCost, HashingPriority, PasswordPolicy, Passwords, SigningKey, SigningKeys,
+    },
     domain::{Password, Role, Username},
     grpc::pb::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
@@ -165,6 +172,15 @@ pub(crate) enum TestSql {
 }
 
 impl TestSql {
+    /// Every stored signing key: its kid and its sealed private half.
+    pub(crate) async fn sealed_keys(&self) -> Vec<(String, Vec<u8>)> {
+        let sql = "select kid, sealed_private_key from signing_keys order by kid";
+        match self {
+            Self::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+            Self::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        }
+    }
+
     pub(crate) async fn revoked_rows(&self) -> i64 {
         let sql = "select count(*) from revoked_tokens";
         match self {
@@ -217,16 +233,21 @@ pub(crate) async fn insert_revocations(store: &Store, count: usize, expires_at: 
     }
 }
 
-/// Settings for a test server: port 0, the given database and key file.
-pub(crate) fn settings(database_url: String, key_file: PathBuf) -> ServeSettings {
+/// Settings for a test server: port 0, the given database, key files in
+/// `data_dir`.
+pub(crate) fn settings(database_url: String, data_dir: &Path) -> ServeSettings {
     let defaults = ServeSettings::new(
         DatabaseSettings::new(database_url.parse().unwrap()),
-        key_file,
+        data_dir,
     );
     // Port 0, a purge that stays out of the tests' way unless they call
     // it, a shorter grace and a smaller cache; the rest as authd runs.
     ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http: authd::http::HttpSettings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..defaults.http.clone()
+        },
         purge: PurgeSettings {
             interval: Duration::from_secs(3600),
             ..defaults.purge
@@ -242,18 +263,29 @@ pub(crate) struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: AuthServiceClient<Channel>,
     pub health: HealthClient<Channel>,
+    /// The HTTP listener's address, when it has one.
+    pub http_addr: Option<SocketAddr>,
+    /// The signing key file the server started from (see [`TestApp::spawn`]).
     pub key_file: PathBuf,
+    /// The signing keys the server follows.
+    pub keys: Arc<SigningKeys>,
     pub settings: ServeSettings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
+    /// Starts a server. Its database gets the key of the signing key file
+    /// as its first key (written first when missing), as on an upgrade, so
+    /// that tests can forge tokens with it.
     pub(crate) async fn spawn(settings: ServeSettings) -> Self {
+        SigningKey::load_or_generate(&settings.keys.signing_key_file).unwrap();
         let app = Application::build(settings.clone())
             .await
             .expect("the app builds");
         let addr = app.local_addr().unwrap();
+        let http_addr = app.http_addr().unwrap();
+        let keys = app.signing_keys().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -267,7 +299,9 @@ impl TestApp {
             addr,
             client: AuthServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
-            key_file: settings.signing_key_file.clone(),
+            http_addr,
+            key_file: settings.keys.signing_key_file.clone(),
+            keys,
             settings,
             stop: Some(stop),
             handle: Some(handle),
@@ -362,6 +396,33 @@ impl TestApp {
         self.eventually(token, |answer| answer.valid).await;
     }
 
+    /// Waits, at most 5 s, until ValidateToken says `token` is invalid for
+    /// `reason`.
+    pub(crate) async fn eventually_invalid(
+        &mut self,
+        token: &str,
+        reason: authd::grpc::pb::TokenInvalidReason,
+    ) {
+        self.eventually(token, |answer| !answer.valid && answer.reason() == reason)
+            .await;
+    }
+
+    /// The kids of GetJwks, in order.
+    pub(crate) async fn published_kids(&mut self) -> Vec<String> {
+        self.jwks().await.into_iter().map(|key| key.kid).collect()
+    }
+
+    /// An HTTP request to the HTTP listener.
+    pub(crate) async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpAnswer {
+        let addr = self.http_addr.expect("the server has an HTTP listener");
+        http_request(addr, method, path, headers).await
+    }
+
     async fn eventually(&mut self, token: &str, wanted: impl Fn(&ValidateTokenResponse) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -402,6 +463,96 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// What an HTTP request got back.
+#[derive(Debug)]
+pub(crate) struct HttpAnswer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |value| value.to_str().unwrap())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// One HTTP/1.1 request over a connection of its own.
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    send(&mut sender, addr, method, path, headers).await
+}
+
+/// One plaintext HTTP/1.1 request; `None` when no answer comes (the
+/// connection is refused or closed).
+pub(crate) async fn try_http_request(addr: SocketAddr, method: &str, path: &str) -> Option<u16> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .ok()?;
+    Some(sender.send_request(request).await.ok()?.status().as_u16())
+}
+
+/// Sends one request on `sender`.
+pub(crate) async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    use http_body_util::BodyExt as _;
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    HttpAnswer {
+        status,
+        headers,
+        body,
     }
 }
 
@@ -446,7 +597,7 @@ impl World {
 
     async fn serving(db: TestDb, url: String, tweak: impl FnOnce(&mut ServeSettings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = settings(url, dir.path().join("signing-key.pem"));
+        let mut settings = settings(url, dir.path());
         tweak(&mut settings);
         let app = TestApp::spawn(settings).await;
         let store = db.store().await;
@@ -511,6 +662,12 @@ impl World {
 
     pub(crate) async fn revoked_rows(&self) -> i64 {
         self.sql.revoked_rows().await
+    }
+
+    /// Another server on the same database, with the same key files: a
+    /// second instance of the deployment.
+    pub(crate) async fn second_app(&self) -> TestApp {
+        TestApp::spawn(self.app.settings.clone()).await
     }
 }
 

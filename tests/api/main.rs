@@ -3,7 +3,9 @@
 //! and the storage interface's own contract.
 
 mod helpers;
+mod http;
 mod jwks;
+mod keys;
 mod login;
 mod logout;
 mod operations;

@@ -133,7 +133,7 @@ async fn the_server_purges_on_its_own(backend: Backend) {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = crate::helpers::settings(db.url(), dir.path().join("key.pem"));
+    let mut settings = crate::helpers::settings(db.url(), dir.path());
     settings.purge.interval = Duration::from_secs(1);
 
     let app = crate::helpers::TestApp::spawn(settings).await;

@@ -211,7 +211,7 @@ async fn a_tls_key_others_may_read_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = crate::helpers::settings(
         format!("sqlite://{}", dir.path().join("authd.db").display()),
-        dir.path().join("key.pem"),
+        dir.path(),
     );
     settings.tls = Some(tls);
 
@@ -219,4 +219,86 @@ async fn a_tls_key_others_may_read_is_refused_at_start() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+}
+
+/// One HTTPS GET to the server's HTTP listener, trusting `trusted`'s CA,
+/// with no client certificate.
+async fn https_get(world: &World, trusted: &Pki, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use http_body_util::BodyExt as _;
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, ServerName, pem::PemObject as _},
+    };
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(trusted.ca.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr = world.app.http_addr.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, body.to_vec()))
+}
+
+#[tokio::test]
+async fn the_http_listener_serves_https_with_the_same_certificate_and_no_client_certificate() {
+    let pki = new_pki("authd");
+    let world = World::with(Backend::Sqlite, |s| s.tls = Some(pki.settings(true))).await;
+
+    let (status, body) = https_get(&world, &pki, "/.well-known/jwks.json")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let keys: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    let (status, body) = https_get(&world, &pki, "/.well-known/oauth-authorization-server")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let metadata: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let addr = world.app.http_addr.unwrap();
+    assert_eq!(
+        metadata["jwks_uri"],
+        format!("https://{addr}/.well-known/jwks.json").as_str()
+    );
+
+    let stranger = new_pki("another");
+    let refused = https_get(&world, &stranger, "/healthz").await.unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("UnknownIssuer"),
+        "{refused:?}"
+    );
+    // Plaintext HTTP gets no answer from an HTTPS listener.
+    let plain = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::helpers::try_http_request(addr, "GET", "/healthz"),
+    )
+    .await;
+    assert!(
+        !matches!(plain, Ok(Some(_))),
+        "plaintext was answered: {plain:?}"
+    );
 }

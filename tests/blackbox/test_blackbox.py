@@ -15,6 +15,8 @@ import threading
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -135,6 +137,9 @@ class Authd:
         self.database = database
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
+        self.http = f"127.0.0.1:{free_port()}"
+        if "--http-listen" not in flags:
+            flags = (*flags, "--http-listen", self.http)
         self.log = open(database.workdir.parent / f"authd-{self.port}.log", "w+")
         # Debug logging everywhere (hyper, h2, sqlx included) unless asked
         # otherwise: the log must still hold no password or token.
@@ -167,6 +172,19 @@ class Authd:
     def terminate(self):
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
+
+    def get(self, path, headers=None):
+        """(status, headers, body) of a GET to the HTTP listener."""
+        return http_get(f"http://{self.http}{path}", headers)
+
+
+def http_get(url, headers=None, context=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
 
 
 def hashing_threads(pid):
@@ -253,9 +271,9 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     log = server.output()
     assert "authd stopped" in log and "DEBUG" in log
     assert 'method="ValidateToken"' in log and 'method="Login"' in log
-    key_file, = database.workdir.rglob("signing-key.pem")
-    key_body = "".join(line for line in key_file.read_text().splitlines() if not line.startswith("-----"))
-    for secret in (token, token.split(".")[2], PASSWORD, key_body, key_body[-20:]):
+    kek_file, = database.workdir.rglob("key-encryption-key")
+    kek = kek_file.read_text().strip()
+    for secret in (token, token.split(".")[2], PASSWORD, kek, kek[-20:]):
         assert secret not in log
 
     # A new process over the same database, at the default log level and
@@ -307,6 +325,93 @@ def test_pyjwt_verifies_tokens_with_the_key_set_from_get_jwks(pb, database):
                    audience="authd", issuer="authd")
 
 
+def keys_listed(database):
+    """`authd keys list` as (kid, state) pairs."""
+    listed = cli(database, "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    return [tuple(line.split()[:2]) for line in listed.stdout.splitlines()[1:]]
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+
+
+def test_jwt_libraries_verify_tokens_from_the_jwks_url_across_a_rotation(pb, database):
+    """PyJWT's PyJWKClient and Node's jose (createRemoteJWKSet) verify
+    tokens from the JWKS URL before a rotation and after it; jose's key set,
+    fetched while the new key was pending, verifies the new key's tokens
+    without fetching again. A revoked key leaves the set, and its tokens
+    stop validating."""
+    auth_pb2, auth_pb2_grpc = pb
+    assert cli(database, "user", "add", "erin", "--password-stdin", stdin=PASSWORD).returncode == 0
+    server = Authd(database, "--jwks-max-age", "2s")
+    jose = None
+    try:
+        url = f"http://{server.http}/.well-known/jwks.json"
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            login = lambda: stub.Login(auth_pb2.LoginRequest(username="erin", password=PASSWORD)).access_token  # noqa: E731
+            before = login()
+            (old_kid, state), = keys_listed(database)
+            assert state == "active" and jwt.get_unverified_header(before)["kid"] == old_kid
+
+            rotated = cli(database, "keys", "rotate", "--key-publish-lead", "4s")
+            assert rotated.returncode == 0, rotated.stderr
+            activates = time.monotonic() + 4
+            new_kid = next(kid for kid, _ in keys_listed(database) if kid != old_kid)
+            published = lambda: [k["kid"] for k in json.loads(server.get("/.well-known/jwks.json")[2])["keys"]]  # noqa: E731
+            wait_for(lambda: published() == [old_kid, new_kid], 5, "the pending key in the JWKS")
+
+            jose = subprocess.Popen(["node", os.environ["AUTHD_JOSE_VERIFY"], url], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+
+            def jose_verifies(token):
+                jose.stdin.write(token + "\n")
+                jose.stdin.flush()
+                return json.loads(jose.stdout.readline())
+
+            assert jose_verifies(before) == {"ok": True, "kid": old_kid, "sub": jwt.decode(
+                before, options={"verify_signature": False})["sub"]}
+            time.sleep(max(0, activates - time.monotonic()) + 0.2)
+            after = login()
+            assert jwt.get_unverified_header(after)["kid"] == new_kid
+            # Within jose's 30 s cooldown it does not fetch again: the new
+            # key was in the set it fetched while the key was pending.
+            assert jose_verifies(after)["ok"] and jose_verifies(after)["kid"] == new_kid
+
+            client = jwt.PyJWKClient(url)
+            for token, kid in ((before, old_kid), (after, new_kid)):
+                key = client.get_signing_key_from_jwt(token)
+                assert key.key_id == kid
+                claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience="authd", issuer="authd")
+                assert claims["username"] == "erin"
+
+            # 304 while the set is unchanged.
+            status, headers, _ = server.get("/.well-known/jwks.json")
+            assert status == 200 and headers["Cache-Control"] == "public, max-age=2"
+            status, _, body = server.get("/.well-known/jwks.json", {"If-None-Match": headers["ETag"]})
+            assert (status, body) == (304, b"")
+
+            revoked = cli(database, "keys", "revoke", old_kid)
+            assert revoked.returncode == 0, revoked.stderr
+            wait_for(lambda: published() == [new_kid], 5, "the revoked key out of the JWKS")
+            answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=before))
+            assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_BAD_SIGNATURE
+            assert stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=after)).valid
+            with pytest.raises(jwt.PyJWKClientError):
+                jwt.PyJWKClient(url).get_signing_key_from_jwt(before)
+            refused = cli(database, "keys", "revoke", new_kid)
+            assert refused.returncode != 0 and "rotate first" in refused.stderr, refused.stderr
+    finally:
+        if jose is not None:
+            jose.stdin.close()
+            jose.wait(timeout=10)
+        assert server.terminate() == 0, server.output()
+
+
 def test_purge_empties_revocations_after_expiry(pb, database):
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "bob", "--password-stdin", stdin=PASSWORD).returncode == 0
@@ -337,6 +442,7 @@ def test_purge_empties_revocations_after_expiry(pb, database):
         "revocations: 0",
         "deleted users: 0",
         "failed logins: 0",
+        "signing keys: 0",
     ], purged.stdout
 
 
@@ -414,9 +520,10 @@ def test_a_first_start_on_nothing_serves_and_says_how_to_add_a_user(pb, tmp_path
         assert server.terminate() == 0
     data = workdir / "authd-data"
     names = {p.name for p in data.iterdir()}
-    assert {"authd.db", "signing-key.pem"} <= names
-    assert all(n in ("authd.db", "signing-key.pem") or n.endswith(("-wal", "-shm", ".lock")) for n in names), names
+    assert {"authd.db", "key-encryption-key"} <= names
+    assert all(n in ("authd.db", "key-encryption-key") or n.endswith(("-wal", "-shm", ".lock")) for n in names), names
     assert (data / "authd.db").stat().st_mode & 0o777 == 0o600
+    assert (data / "key-encryption-key").stat().st_mode & 0o777 == 0o600
     assert data.stat().st_mode & 0o777 == 0o700
 
 

@@ -166,6 +166,8 @@ def outage(pb, database, cut, restore):
                                                timeout=CALL_DEADLINE_S)) == grpc.StatusCode.UNAVAILABLE
             assert_fails_closed(stub, auth_pb2, revoked, live)
             wait_until(lambda: health(server) == "NOT_SERVING", 15, "health never said NOT_SERVING")
+            wait_until(lambda: server.get("/readyz")[0] == 503, 5, "/readyz never said 503")
+            assert server.get("/healthz")[0] == 200
 
             restore()
 
@@ -180,7 +182,8 @@ def outage(pb, database, cut, restore):
                     assert err.code() == grpc.StatusCode.UNAVAILABLE, err
                     return False
                 assert revoked_answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED, revoked_answer
-                return live_answer.valid and health(server) == "SERVING"
+                return (live_answer.valid and health(server) == "SERVING"
+                        and server.get("/readyz")[0] == 200)
             wait_until(recovered, 5, "authd after the database came back")
     finally:
         assert server.terminate() == 0, server.output()

@@ -22,13 +22,33 @@ pub(crate) struct Target {
     pub authd: PathBuf,
     /// `--database-url` for every process of the run.
     pub database_url: String,
-    /// `--data-dir` (the signing key; the SQLite file lives here too).
+    /// `--data-dir` (the key-encryption key; the SQLite file lives here
+    /// too).
     pub data_dir: PathBuf,
     /// `--hashing-priority` of every server started.
     pub hashing_priority: HashingPriority,
 }
 
 impl Target {
+    /// Tokens signed with the active key of the target's database, as the
+    /// servers of the run issue them.
+    pub(crate) async fn minter(&self) -> anyhow::Result<authd::auth::AccessTokens> {
+        use authd::{
+            auth::{AccessTokens, KeyFiles, SigningKeys, TokenSettings},
+            startup::ServeSettings,
+            store::{DatabaseSettings, Store},
+        };
+        let url = self.database_url.parse().map_err(anyhow::Error::msg)?;
+        let store = Store::connect(&DatabaseSettings::new(url)).await?;
+        let files = KeyFiles {
+            encryption_key_file: self.data_dir.join(ServeSettings::KEY_ENCRYPTION_KEY_FILE),
+            signing_key_file: self.data_dir.join(ServeSettings::SIGNING_KEY_FILE),
+        };
+        let tokens = TokenSettings::default();
+        let keys = SigningKeys::open(store, &files, tokens.ttl + tokens.leeway).await?;
+        Ok(AccessTokens::new(keys.ring(), tokens))
+    }
+
     /// Runs an authd subcommand against this target's data.
     pub(crate) async fn cli(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt as _;
@@ -63,21 +83,28 @@ impl Target {
 pub(crate) struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTP listener (JWKS, probes).
+    pub http: SocketAddr,
 }
 
 impl Server {
-    /// Starts `authd serve` on a free port and waits until it is SERVING.
+    /// Starts `authd serve` on free ports and waits until it is SERVING.
     /// It logs as it would by default (`RUST_LOG` unset), to a file in the
     /// data directory.
     pub(crate) async fn start(target: &Target, extra: &[&str]) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let free_port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let log = target.data_dir.join(format!("authd-{port}.log"));
         let child = Command::new(&target.authd)
             .arg("serve")
             .args(["--listen", &addr.to_string()])
+            .args(["--http-listen", &http.to_string()])
             .args(["--database-url", &target.database_url])
             .arg("--data-dir")
             .arg(&target.data_dir)
@@ -89,7 +116,7 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", target.authd.display()))?;
-        let server = Self { child, addr };
+        let server = Self { child, addr, http };
         if let Err(err) = server.wait_until_serving().await {
             let printed = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = printed.lines().collect();

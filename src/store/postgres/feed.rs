@@ -199,8 +199,15 @@ impl Listener {
     }
 }
 
+/// The payload announcing a change of the signing keys.
+const KEYS_CHANGED: &str = "keys";
+
 fn parse(notification: &PgNotification) -> Option<Revocation> {
     let payload = notification.payload();
+    // A change of the signing keys: the catch-up this asks for reads them.
+    if payload == KEYS_CHANGED {
+        return None;
+    }
     let parsed = parse_payload(payload);
     if parsed.is_none() {
         tracing::warn!(

@@ -18,11 +18,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AddUserError, DatabaseSettings, FailedLogins, FeedCursor, NewUser, PurgeOutcome, Revocation,
-    RevocationNotifications, Storage, StoreError, UserRecord,
+    AddUserError, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome,
+    Revocation, RevocationNotifications, Storage, StoreError, StoredKey, UserRecord,
     shared::{
-        Dialect, FailedLoginsRow, SELECT_FAILED_LOGINS, SELECT_USERS, UserRow,
-        delete_expired_batches, failed_logins, shared_statements, user_record,
+        Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS,
+        UserRow, delete_expired_batches, failed_logins, shared_statements, stored_key, user_record,
     },
 };
 use crate::domain::{Role, UserId, Username};
@@ -92,6 +92,17 @@ impl PgStore {
         operation: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
         super::with_deadline(self.deadline, is_unavailable, operation).await
+    }
+
+    /// A transaction in which edits of the signing keys, from any process,
+    /// run one after another. The lock conflicts with itself and with
+    /// writes, not with plain reads.
+    async fn begin_signing_keys_edit(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("lock table signing_keys in share row exclusive mode")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// A transaction in which updates of `key`'s failed-Login count run one
