@@ -81,7 +81,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                     );
                 }
                 Rotation::AlreadyPending { kid, activates_at } => bail!(
-                    "the signing key {kid} is pending already and signs from {};                      rotate again once it does (or revoke it)",
+                    "the signing key {kid} is pending already and signs from {}; \
+                     rotate again once it does (or revoke it)",
                     activates_at.format(&Rfc3339).unwrap_or_default()
                 ),
                 Rotation::NotDue => unreachable!("a rotation on request is always due"),

@@ -97,9 +97,10 @@ impl SigningKeys {
         signing_key_file: &Path,
         existing: Vec<StoredKey>,
     ) -> anyhow::Result<Vec<StoredKey>> {
-        let legacy = SigningKey::load_if_present(signing_key_file)?;
         if !existing.is_empty() {
-            if let Some(legacy) = &legacy
+            // Not needed any more: read only to warn about a file someone
+            // may expect to be used, and never an obstacle to starting.
+            if let Ok(Some(legacy)) = SigningKey::load_if_present(signing_key_file)
                 && !existing.iter().any(|key| key.kid == legacy.kid())
             {
                 tracing::warn!(
@@ -111,7 +112,7 @@ impl SigningKeys {
             }
             return Ok(existing);
         }
-        let (key, imported) = match legacy {
+        let (key, imported) = match SigningKey::load_if_present(signing_key_file)? {
             Some(key) => (key, true),
             None => (SigningKey::generate()?, false),
         };
