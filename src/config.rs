@@ -218,7 +218,7 @@ pub struct StorageArgs {
     /// <data-dir>/authd.db, created on first use.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: Option<DatabaseUrl>,
-    /// Directory for local state: the generated signing key, and the SQLite
+    /// Directory for local state: the key-encryption key, and the SQLite
     /// database when no --database-url is given.
     #[arg(long, env = "AUTHD_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
