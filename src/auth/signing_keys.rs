@@ -43,6 +43,16 @@ pub enum KeyError {
     Internal(#[source] anyhow::Error),
 }
 
+/// What the ring was last built from.
+#[derive(Debug, Default)]
+struct Installed {
+    /// The rows: a read that finds the same ones changes nothing.
+    rows: Vec<StoredKey>,
+    /// Counts the edits of this process installed: a read begun before one
+    /// of them may predate it, and is not installed over it.
+    edits: u64,
+}
+
 /// The key set, as this process follows it.
 #[derive(Debug)]
 pub struct SigningKeys {
@@ -51,9 +61,12 @@ pub struct SigningKeys {
     /// The key-encryption key's file, for messages.
     kek_file: PathBuf,
     ring: Arc<KeyRing>,
-    /// The rows the ring was built from: a read that finds the same ones
-    /// changes nothing.
-    installed: Mutex<Vec<StoredKey>>,
+    /// The rows the ring was built from, and how many edits of this
+    /// process were installed.
+    installed: Mutex<Installed>,
+    /// Held by an edit of this process from its transaction to its install,
+    /// so that edits install in the order they committed.
+    editing: tokio::sync::Mutex<()>,
     retention: Duration,
 }
 
@@ -83,11 +96,12 @@ impl SigningKeys {
             kek,
             kek_file,
             ring: Arc::new(KeyRing::new(retention)),
-            installed: Mutex::new(Vec::new()),
+            installed: Mutex::new(Installed::default()),
+            editing: tokio::sync::Mutex::new(()),
             retention,
         };
         let rows = keys.bootstrap(&files.signing_key_file, existing).await?;
-        keys.install(rows, true)?;
+        keys.install(rows, true, None)?;
         Ok(keys)
     }
 
@@ -149,9 +163,10 @@ impl SigningKeys {
     /// # Errors
     /// [`StoreError`] when the database fails: the ring stays as it was.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let edits = self.lock_installed().edits;
         let mut rows = self.store.signing_keys().await?;
         in_activation_order(&mut rows);
-        if let Err(err) = self.install(rows, false) {
+        if let Err(err) = self.install(rows, false, Some(edits)) {
             tracing::error!(error = %err, "cannot use the signing keys");
         }
         Ok(())
@@ -180,10 +195,7 @@ impl SigningKeys {
         // Asked of the keys as last read, so that a check costs no write;
         // the rotation asks again under the lock.
         let due = is_rotation_due(
-            &self
-                .installed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
+            &self.lock_installed().rows,
             OffsetDateTime::now_utc(),
             interval,
         );
@@ -200,6 +212,7 @@ impl SigningKeys {
     ) -> Result<Rotation, KeyError> {
         let key = SigningKey::generate().map_err(KeyError::Internal)?;
         let new = self.stored(&key).map_err(KeyError::Internal)?;
+        let _editing = self.editing.lock().await;
         let now = OffsetDateTime::now_utc();
         let (rotation, rows) = self
             .store
@@ -224,6 +237,7 @@ impl SigningKeys {
     /// [`KeyError::Refused`] for an unknown or revoked key, or the only one
     /// that can sign; [`KeyError::Store`] when the database fails.
     pub async fn revoke(&self, kid: &str) -> Result<Option<String>, KeyError> {
+        let _editing = self.editing.lock().await;
         let now = OffsetDateTime::now_utc();
         let wanted = kid.to_owned();
         let (outcome, rows) = self
@@ -274,21 +288,36 @@ impl SigningKeys {
         })
     }
 
+    /// Installs the rows an edit of this process committed.
     fn install_or_log(&self, rows: Vec<StoredKey>) {
-        if let Err(err) = self.install(rows, false) {
+        let mut installed = self.lock_installed();
+        installed.edits += 1;
+        let edits = installed.edits;
+        drop(installed);
+        if let Err(err) = self.install(rows, false, Some(edits)) {
             tracing::error!(error = %err, "cannot use the signing keys");
         }
     }
 
-    /// Builds the ring from `rows` unless they are the ones installed.
-    /// `strict`: a key that does not unseal is an error (at start-up);
-    /// otherwise it verifies but does not sign, and is logged.
-    fn install(&self, rows: Vec<StoredKey>, strict: bool) -> anyhow::Result<()> {
-        let mut installed = self
-            .installed
+    fn lock_installed(&self) -> std::sync::MutexGuard<'_, Installed> {
+        self.installed
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *installed == rows {
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Builds the ring from `rows` unless they are the ones installed, or
+    /// were read before an edit of this process installed since
+    /// (`edits_seen` when the read began). `strict`: a key that does not
+    /// unseal is an error (at start-up); otherwise it verifies but does not
+    /// sign, and is logged.
+    fn install(
+        &self,
+        rows: Vec<StoredKey>,
+        strict: bool,
+        edits_seen: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let mut installed = self.lock_installed();
+        if installed.rows == rows || edits_seen.is_some_and(|seen| seen != installed.edits) {
             return Ok(());
         }
         let hint = format!("the key-encryption key file {}", self.kek_file.display());
@@ -318,7 +347,7 @@ impl SigningKeys {
             });
         }
         self.ring.install(ring);
-        *installed = rows;
+        installed.rows = rows;
         Ok(())
     }
 
@@ -340,5 +369,36 @@ impl SigningKeys {
             row.kid
         );
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DatabaseSettings, DatabaseUrl};
+
+    #[tokio::test]
+    async fn a_read_begun_before_an_edit_is_not_installed_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("authd.db"));
+        let store = Store::connect(&DatabaseSettings::new(url)).await.unwrap();
+        store.migrate().await.unwrap();
+        let files = KeyFiles {
+            encryption_key_file: dir.path().join("kek"),
+            signing_key_file: dir.path().join("none.pem"),
+        };
+        let keys = SigningKeys::open(store.clone(), &files, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let seen = keys.lock_installed().edits;
+        let stale = store.signing_keys().await.unwrap();
+
+        keys.rotate(Duration::from_secs(600)).await.unwrap();
+        keys.install(stale, false, Some(seen)).unwrap();
+
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert_eq!(keys.ring().published(now).len(), 2, "the rotation stays");
+        keys.refresh().await.unwrap();
+        assert_eq!(keys.ring().published(now).len(), 2);
     }
 }
