@@ -9,7 +9,7 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     auth::{
@@ -19,7 +19,7 @@ use crate::{
     http::HttpSettings,
     jobs::{key_rotation::RotationSettings, purge::PurgeSettings},
     startup::{ServeSettings, default_publish_lead},
-    store::{DatabaseSettings, DatabaseUrl},
+    store::{DatabasePooler, DatabaseSettings, DatabaseUrl},
     tls::TlsSettings,
 };
 
@@ -222,6 +222,18 @@ pub struct StorageArgs {
     /// database when no --database-url is given.
     #[arg(long, env = "AUTHD_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// What sits between authd and PostgreSQL: `none`, or `transaction`
+    /// for a pooler in transaction mode (PgBouncer's `pool_mode =
+    /// transaction`), through which authd then keeps no session state.
+    #[arg(long, env = "AUTHD_DATABASE_POOLER", default_value_t = DatabasePooler::None)]
+    pub database_pooler: DatabasePooler,
+    /// PostgreSQL itself, past the pooler (postgres://…): migrations and the
+    /// LISTEN for revocations go there. Without it, behind a transaction
+    /// pooler, other instances' revocations arrive by the catch-up alone
+    /// (about a second).
+    #[arg(long, env = "AUTHD_DATABASE_DIRECT_URL", hide_env_values = true,
+          value_parser = parse_direct_url)]
+    pub database_direct_url: Option<SecretString>,
 }
 
 /// Flags of `authd serve`.
@@ -576,11 +588,15 @@ impl StorageArgs {
 
     /// The database settings.
     pub fn database(&self) -> DatabaseSettings {
-        DatabaseSettings::new(
-            self.database_url
-                .clone()
-                .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("authd.db"))),
-        )
+        DatabaseSettings {
+            pooler: self.database_pooler,
+            direct_url: self.database_direct_url.clone(),
+            ..DatabaseSettings::new(
+                self.database_url
+                    .clone()
+                    .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("authd.db"))),
+            )
+        }
     }
 }
 
@@ -659,6 +675,13 @@ fn without_password(url: &str) -> String {
 
 fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     raw.parse()
+}
+
+fn parse_direct_url(raw: &str) -> Result<SecretString, String> {
+    match raw.parse()? {
+        DatabaseUrl::Postgres(url) => Ok(url),
+        DatabaseUrl::Sqlite(_) => Err("must be a postgres:// URL".to_owned()),
+    }
 }
 
 fn duration(raw: &str) -> Result<humantime::Duration, String> {
@@ -786,6 +809,8 @@ mod tests {
         let storage = StorageArgs {
             database_url: None,
             data_dir: PathBuf::from("/srv/authd"),
+            database_pooler: DatabasePooler::None,
+            database_direct_url: None,
         };
         match storage.database().url {
             DatabaseUrl::Sqlite(path) => assert_eq!(path, PathBuf::from("/srv/authd/authd.db")),
@@ -798,6 +823,8 @@ mod tests {
         let storage = |url: Option<&str>, dir: &str| StorageArgs {
             database_url: url.map(|u| u.parse().unwrap()),
             data_dir: PathBuf::from(dir),
+            database_pooler: DatabasePooler::None,
+            database_direct_url: None,
         };
         let hint = storage(None, DEFAULT_DATA_DIR).add_user_command();
         assert!(hint.ends_with(" user add NAME"), "{hint}");

@@ -16,10 +16,12 @@ use crate::{
 /// How the state is kept current.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncSettings {
-    /// Time between catch-ups where notifications arrive (PostgreSQL).
+    /// Time between catch-ups on PostgreSQL: what bounds a revocation's
+    /// lag when a notification is lost, or when there are none (behind a
+    /// transaction pooler without a direct URL).
     pub catch_up_interval: Duration,
-    /// Time between catch-ups where they do not (SQLite): the only way
-    /// another process's revocations arrive.
+    /// Time between catch-ups on an SQLite file: the only way another
+    /// process's revocations arrive.
     pub poll_interval: Duration,
     /// Time between sweeps of expired revocations out of memory.
     pub sweep_interval: Duration,
@@ -47,17 +49,16 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let missed = Arc::new(Notify::new());
-    let notified = store.has_notifications();
     let listening = tokio::spawn(listen(
         store.clone(),
         state.clone(),
         missed.clone(),
         stop.clone(),
     ));
-    let period = if notified {
-        settings.catch_up_interval
-    } else {
+    let period = if store.polls_for_revocations() {
         settings.poll_interval
+    } else {
+        settings.catch_up_interval
     };
     let mut catch_up = tokio::time::interval(period);
     catch_up.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -42,6 +42,27 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+impl FromStr for DatabasePooler {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "none" => Ok(Self::None),
+            "transaction" => Ok(Self::Transaction),
+            _ => Err("must be `none` or `transaction`".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for DatabasePooler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Transaction => "transaction",
+        })
+    }
+}
+
 impl FromStr for DatabaseUrl {
     type Err = String;
 
@@ -62,11 +83,28 @@ impl FromStr for DatabaseUrl {
     }
 }
 
+/// What sits between authd and PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DatabasePooler {
+    /// Nothing, or a pooler in session mode: one server session per
+    /// connection.
+    #[default]
+    None,
+    /// A pooler in transaction mode (PgBouncer's `pool_mode = transaction`):
+    /// a server session only for the length of a transaction.
+    Transaction,
+}
+
 /// How to reach the database and how many connections to keep.
 #[derive(Clone, Debug)]
 pub struct DatabaseSettings {
     /// Which backend, and where.
     pub url: DatabaseUrl,
+    /// What sits between authd and PostgreSQL.
+    pub pooler: DatabasePooler,
+    /// PostgreSQL itself, past the pooler: for LISTEN and migrations, which
+    /// need a session of their own.
+    pub direct_url: Option<SecretString>,
     /// The most connections this process opens.
     pub max_connections: u32,
     /// How long a request waits for a connection before it fails as
@@ -84,6 +122,8 @@ impl DatabaseSettings {
     pub fn new(url: DatabaseUrl) -> Self {
         Self {
             url,
+            pooler: DatabasePooler::None,
+            direct_url: None,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
@@ -199,6 +239,17 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached, opened or created.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        if let DatabaseUrl::Sqlite(_) = settings.url {
+            if settings.pooler != DatabasePooler::None {
+                anyhow::bail!(
+                    "--database-pooler transaction is for PostgreSQL behind a pooler; \
+                     an SQLite file has none"
+                );
+            }
+            if settings.direct_url.is_some() {
+                anyhow::bail!("--database-direct-url is for PostgreSQL behind a pooler");
+            }
+        }
         Ok(match &settings.url {
             DatabaseUrl::Postgres(url) => Self(Backend::Postgres(
                 postgres::PgStore::connect(url, settings).await?,
@@ -209,9 +260,20 @@ impl Store {
         })
     }
 
-    /// Whether [`Storage::listen`] gives notifications.
+    /// Whether [`Storage::listen`] gives notifications: on PostgreSQL,
+    /// unless behind a transaction pooler without a direct URL.
     pub fn has_notifications(&self) -> bool {
-        matches!(self.0, Backend::Postgres(_))
+        match &self.0 {
+            Backend::Postgres(store) => store.has_notifications(),
+            Backend::Sqlite(_) => false,
+        }
+    }
+
+    /// Whether other processes' revocations arrive only by reading the
+    /// database often (an SQLite file), rather than by notification or a
+    /// catch-up now and then.
+    pub fn polls_for_revocations(&self) -> bool {
+        matches!(self.0, Backend::Sqlite(_))
     }
 }
 

@@ -153,7 +153,12 @@ pub(super) fn stored_key<D: Dialect>(row: KeyRow<D>) -> Result<StoredKey, sqlx::
 macro_rules! shared_statements {
     (now = $now:literal) => {
         async fn ping(&self) -> Result<(), StoreError> {
-            self.with_deadline(sqlx::query("select 1").execute(&self.pool))
+            self.run(async |conn| {
+                sqlx::query("select 1")
+                    .persistent(self.prepares())
+                    .execute(conn)
+                    .await
+            })
                 .await?;
             Ok(())
         }
@@ -167,10 +172,10 @@ macro_rules! shared_statements {
             username: &Username,
         ) -> Result<Option<UserRecord>, StoreError> {
             let sql = format!("{SELECT_USERS}where username_key = $1");
-            self.with_deadline(async {
+            self.run(async |conn| {
                 sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
                     .bind(username.key())
-                    .fetch_optional(&self.pool)
+                    .persistent(self.prepares()).fetch_optional(&mut *conn)
                     .await?
                     .map(user_record::<Self>)
                     .transpose()
@@ -180,9 +185,9 @@ macro_rules! shared_statements {
 
         async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
             let sql = format!("{SELECT_USERS}order by username_key");
-            self.with_deadline(async {
+            self.run(async |conn| {
                 sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
+                    .persistent(self.prepares()).fetch_all(&mut *conn)
                     .await?
                     .into_iter()
                     .map(user_record::<Self>)
@@ -193,9 +198,10 @@ macro_rules! shared_statements {
 
         async fn count_users(&self) -> Result<u64, StoreError> {
             let count: i64 = self
-                .with_deadline(
-                    sqlx::query_scalar("select count(*) from users").fetch_one(&self.pool),
-                )
+                .run(async |conn| {
+                    sqlx::query_scalar("select count(*) from users").persistent(self.prepares()).fetch_one(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(count.unsigned_abs())
         }
@@ -203,7 +209,7 @@ macro_rules! shared_statements {
         async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
             let roles = Self::roles(user.roles).map_err(StoreError::Query)?;
             let result = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(concat!(
                         "insert into users (id, username, username_key, password_hash, roles, \
                          created_at, updated_at) values ($1, $2, $3, $4, $5, ",
@@ -217,8 +223,9 @@ macro_rules! shared_statements {
                     .bind(user.username.key())
                     .bind(user.password_hash)
                     .bind(roles)
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await;
             match result {
                 Ok(_) => Ok(()),
@@ -240,7 +247,7 @@ macro_rules! shared_statements {
             // A later cut-off in place stays: `null > $3` is null, so a
             // user without one gets `$3`.
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(concat!(
                         "update users set password_hash = $2, tokens_valid_after = \
                          case when tokens_valid_after > $3 then tokens_valid_after else $3 end, \
@@ -251,8 +258,9 @@ macro_rules! shared_statements {
                     .bind(username.key())
                     .bind(password_hash)
                     .bind(Self::instant(cutoff))
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected() > 0)
         }
@@ -264,7 +272,7 @@ macro_rules! shared_statements {
             new: &str,
         ) -> Result<bool, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(concat!(
                         "update users set password_hash = $3, updated_at = ",
                         $now,
@@ -273,8 +281,9 @@ macro_rules! shared_statements {
                     .bind(user.as_uuid())
                     .bind(old)
                     .bind(new)
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected() > 0)
         }
@@ -285,7 +294,7 @@ macro_rules! shared_statements {
             cutoff: OffsetDateTime,
         ) -> Result<bool, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(concat!(
                         "update users set disabled_at = coalesce(disabled_at, ",
                         $now,
@@ -297,34 +306,37 @@ macro_rules! shared_statements {
                     ))
                     .bind(username.key())
                     .bind(Self::instant(cutoff))
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected() > 0)
         }
 
         async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(concat!(
                         "update users set disabled_at = null, updated_at = ",
                         $now,
                         " where username_key = $1"
                     ))
                     .bind(username.key())
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected() > 0)
         }
 
         async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query("delete from users where username_key = $1")
                         .bind(username.key())
-                        .execute(&self.pool),
-                )
+                        .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected() > 0)
         }
@@ -336,7 +348,7 @@ macro_rules! shared_statements {
             expires_at: OffsetDateTime,
         ) -> Result<bool, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(concat!(
                         "insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
                          values ($1, $2, $3, ",
@@ -346,30 +358,33 @@ macro_rules! shared_statements {
                     .bind(jti)
                     .bind(user.as_uuid())
                     .bind(Self::instant(expires_at))
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected() > 0)
         }
 
         async fn forget_deleted_users(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query("delete from deleted_users where deleted_at < $1")
                         .bind(Self::instant(before))
-                        .execute(&self.pool),
-                )
+                        .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected())
         }
 
         async fn failed_logins(&self, key: &str) -> Result<Option<FailedLogins>, StoreError> {
             let row: Option<FailedLoginsRow<Self>> = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query_as(SELECT_FAILED_LOGINS)
                         .bind(key)
-                        .fetch_optional(&self.pool),
-                )
+                        .persistent(self.prepares()).fetch_optional(&mut *conn)
+                        .await
+                })
                 .await?;
             row.map(failed_logins::<Self>)
                 .transpose()
@@ -385,7 +400,7 @@ macro_rules! shared_statements {
                 let mut tx = self.begin_failed_logins_update(key).await?;
                 let row: Option<FailedLoginsRow<Self>> = sqlx::query_as(SELECT_FAILED_LOGINS)
                     .bind(key)
-                    .fetch_optional(&mut *tx)
+                    .persistent(self.prepares()).fetch_optional(&mut *tx)
                     .await?;
                 let old = row.map(failed_logins::<Self>).transpose()?;
                 let new = update(old);
@@ -405,13 +420,13 @@ macro_rules! shared_statements {
                         .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
                         .bind(Self::instant(record.last_failed_at))
                         .bind(record.blocked_until.map(Self::instant))
-                        .execute(&mut *tx)
+                        .persistent(self.prepares()).execute(&mut *tx)
                         .await?;
                     }
                     None => {
                         sqlx::query("delete from failed_logins where username_key = $1")
                             .bind(key)
-                            .execute(&mut *tx)
+                            .persistent(self.prepares()).execute(&mut *tx)
                             .await?;
                     }
                 }
@@ -423,22 +438,23 @@ macro_rules! shared_statements {
 
         async fn forget_failed_logins(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(
                         "delete from failed_logins where last_failed_at < $1 \
                          and (blocked_until is null or blocked_until < $1)",
                     )
                     .bind(Self::instant(before))
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected())
         }
 
         async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-            self.with_deadline(async {
+            self.run(async |conn| {
                 sqlx::query_as::<_, KeyRow<Self>>(SELECT_SIGNING_KEYS)
-                    .fetch_all(&self.pool)
+                    .persistent(self.prepares()).fetch_all(&mut *conn)
                     .await?
                     .into_iter()
                     .map(stored_key::<Self>)
@@ -454,7 +470,7 @@ macro_rules! shared_statements {
             self.with_deadline(async {
                 let mut tx = self.begin_signing_keys_edit().await?;
                 let keys = sqlx::query_as::<_, KeyRow<Self>>(SELECT_SIGNING_KEYS)
-                    .fetch_all(&mut *tx)
+                    .persistent(self.prepares()).fetch_all(&mut *tx)
                     .await?
                     .into_iter()
                     .map(stored_key::<Self>)
@@ -479,7 +495,7 @@ macro_rules! shared_statements {
                             .bind(Self::instant(key.activates_at))
                             .bind(key.retires_at.map(Self::instant))
                             .bind(key.revoked_at.map(Self::instant))
-                            .execute(&mut *tx)
+                            .persistent(self.prepares()).execute(&mut *tx)
                             .await?;
                         }
                         KeyEdit::Reschedule(key) => {
@@ -491,7 +507,7 @@ macro_rules! shared_statements {
                             .bind(Self::instant(key.activates_at))
                             .bind(key.retires_at.map(Self::instant))
                             .bind(key.revoked_at.map(Self::instant))
-                            .execute(&mut *tx)
+                            .persistent(self.prepares()).execute(&mut *tx)
                             .await?;
                         }
                     }
@@ -504,13 +520,14 @@ macro_rules! shared_statements {
 
         async fn forget_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
             let done = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query(
                         "delete from signing_keys where retires_at < $1 or revoked_at < $1",
                     )
                     .bind(Self::instant(before))
-                    .execute(&self.pool),
-                )
+                    .persistent(self.prepares()).execute(&mut *conn)
+                        .await
+                })
                 .await?;
             Ok(done.rows_affected())
         }
@@ -518,6 +535,11 @@ macro_rules! shared_statements {
 }
 
 pub(super) use shared_statements;
+
+/// One batch of the purge of expired revocations: `$1` now, `$2` the
+/// batch size.
+pub(super) const DELETE_EXPIRED_BATCH: &str = "delete from revoked_tokens where jti in ( \
+     select jti from revoked_tokens where expires_at < $1 order by expires_at limit $2)";
 
 /// Deletes expired revocations in batches on `conn`, which holds the purge
 /// lock where the lock is the connection's.
@@ -527,14 +549,11 @@ macro_rules! delete_expired_batches {
         loop {
             let done = $store
                 .with_deadline(
-                    sqlx::query(
-                        "delete from revoked_tokens where jti in ( \
-                         select jti from revoked_tokens where expires_at < $1 \
-                         order by expires_at limit $2)",
-                    )
-                    .bind($now)
-                    .bind(i64::from($batch_size))
-                    .execute(&mut *$conn),
+                    sqlx::query(DELETE_EXPIRED_BATCH)
+                        .bind($now)
+                        .bind(i64::from($batch_size))
+                        .persistent($store.prepares())
+                        .execute(&mut *$conn),
                 )
                 .await?;
             removed += done.rows_affected();

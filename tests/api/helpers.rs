@@ -69,6 +69,25 @@ pub(crate) fn server_url() -> url::Url {
     url::Url::parse(&raw).expect("DATABASE_URL is a URL")
 }
 
+/// The test PgBouncer (transaction mode) that scripts/test starts, from
+/// `AUTHD_PGBOUNCER_URL`; `None`, after saying so, where it could not be
+/// installed (`AUTHD_PGBOUNCER_SKIP` says why).
+pub(crate) fn pgbouncer_url() -> Option<url::Url> {
+    if let Ok(raw) = std::env::var("AUTHD_PGBOUNCER_URL") {
+        return Some(url::Url::parse(&raw).expect("AUTHD_PGBOUNCER_URL is a URL"));
+    }
+    match std::env::var("AUTHD_PGBOUNCER_SKIP") {
+        Ok(why) => {
+            eprintln!("SKIPPED: no PgBouncer to test through: {why}");
+            None
+        }
+        Err(_) => panic!(
+            "no PgBouncer: set AUTHD_PGBOUNCER_URL to one in transaction mode \
+             (scripts/test starts one), or AUTHD_PGBOUNCER_SKIP to say why there is none"
+        ),
+    }
+}
+
 /// A database of its own for one test, dropped when the test ends: a
 /// PostgreSQL database on the test server, or an SQLite file in a
 /// directory of its own.
@@ -103,6 +122,16 @@ impl TestDb {
             Self::Postgres { .. } => self.url_via(None),
             Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("authd.db").display()),
         }
+    }
+
+    /// The PostgreSQL database's URL through the pooler at `pooler`.
+    pub(crate) fn url_through(&self, pooler: &url::Url) -> String {
+        let Self::Postgres { name } = self else {
+            panic!("only a PostgreSQL database is behind a pooler");
+        };
+        let mut url = pooler.clone();
+        url.set_path(name);
+        url.to_string()
     }
 
     /// The PostgreSQL database's URL, through `port` instead of the
@@ -577,6 +606,24 @@ impl World {
         let db = TestDb::new(backend).await;
         let url = db.url();
         Self::serving(db, url, tweak).await
+    }
+
+    /// A world on PostgreSQL whose server reaches its database through the
+    /// test PgBouncer in transaction mode, and PostgreSQL itself for LISTEN
+    /// and migrations when `direct`. `None` (after saying why) where
+    /// PgBouncer could not be installed.
+    pub(crate) async fn through_pooler(direct: bool) -> Option<Self> {
+        let pooler = pgbouncer_url()?;
+        let db = TestDb::new(Backend::Postgres).await;
+        let url = db.url_through(&pooler);
+        let direct_url = db.url();
+        Some(
+            Self::serving(db, url, |s| {
+                s.database.pooler = authd::store::DatabasePooler::Transaction;
+                s.database.direct_url = direct.then(|| direct_url.into());
+            })
+            .await,
+        )
     }
 
     /// A world on PostgreSQL whose server reaches its database through

@@ -10,6 +10,7 @@ mod login;
 mod logout;
 mod operations;
 mod passwords;
+mod pooler;
 mod purge;
 mod store;
 mod throttle;

@@ -60,6 +60,10 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres: String,
+    /// A PgBouncer in transaction mode in front of that server, for
+    /// `--backend postgres-pgbouncer` (scripts/test starts one).
+    #[arg(long, env = "AUTHD_PGBOUNCER_URL")]
+    pgbouncer: Option<String>,
     /// The authd binary under test.
     #[arg(long, default_value = "target/release/authd")]
     authd: PathBuf,
@@ -89,7 +93,12 @@ struct Args {
 enum BackendChoice {
     Sqlite,
     Postgres,
+    /// PostgreSQL through PgBouncer in transaction mode.
+    PostgresPgbouncer,
+    /// SQLite and PostgreSQL.
     Both,
+    /// SQLite, PostgreSQL, and PostgreSQL through PgBouncer.
+    All,
 }
 
 /// One line of the table.
@@ -123,28 +132,42 @@ async fn main() -> anyhow::Result<()> {
     let backends: &[&str] = match args.backend {
         BackendChoice::Sqlite => &["sqlite"],
         BackendChoice::Postgres => &["postgres"],
+        BackendChoice::PostgresPgbouncer => &["postgres-pgbouncer"],
         BackendChoice::Both => &["sqlite", "postgres"],
+        BackendChoice::All => &["sqlite", "postgres", "postgres-pgbouncer"],
     };
     let mut failed = false;
     for backend in backends {
         let dir =
             std::env::temp_dir().join(format!("authd-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
-        let (database_url, pg_name) = if *backend == "sqlite" {
-            (format!("sqlite://{}", dir.join("authd.db").display()), None)
+        let mut storage_flags = Vec::new();
+        let (database_url, direct_url, pg_name) = if *backend == "sqlite" {
+            let url = format!("sqlite://{}", dir.join("authd.db").display());
+            (url.clone(), url, None)
         } else {
             let name = format!("authd_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut url = args.postgres.clone();
-            let cut = url
-                .rfind('/')
-                .context("the PostgreSQL URL names no database")?;
-            url.truncate(cut + 1);
-            url.push_str(&name);
-            (url, Some(name))
+            let direct = with_database(&args.postgres, &name)?;
+            if *backend == "postgres-pgbouncer" {
+                let pooler = args.pgbouncer.as_deref().context(
+                    "--backend postgres-pgbouncer needs --pgbouncer (or AUTHD_PGBOUNCER_URL)",
+                )?;
+                storage_flags = vec![
+                    "--database-pooler".to_owned(),
+                    "transaction".to_owned(),
+                    "--database-direct-url".to_owned(),
+                    direct.clone(),
+                ];
+                (with_database(pooler, &name)?, direct, Some(name))
+            } else {
+                (direct.clone(), direct, Some(name))
+            }
         };
         let target = Target {
             authd: args.authd.clone(),
             database_url,
+            direct_url,
+            storage_flags,
             data_dir: dir.clone(),
             hashing_priority: args.hashing_priority,
         };
@@ -557,6 +580,25 @@ async fn run_backend(
         note: "lag from Logout OK on one instance to REVOKED on the other".into(),
         measured: lag,
     });
+    // Through the pooler without the direct URL, the catch-up alone.
+    if target
+        .storage_flags
+        .iter()
+        .any(|f| f == "--database-direct-url")
+    {
+        let pooled_only = Target {
+            storage_flags: vec!["--database-pooler".to_owned(), "transaction".to_owned()],
+            ..target.clone()
+        };
+        let third = Server::start(&pooled_only, &[]).await?;
+        let lag = logout_lag(&server, &third, &mint(&minter, user, 50)?).await?;
+        third.stop().await?;
+        rows.push(Row {
+            scenario: "logout seen by a 2nd instance, catch-up alone",
+            note: "the other instance without --database-direct-url: no LISTEN".into(),
+            measured: lag,
+        });
+    }
 
     let (_, peak) = server.rss_kib();
     second.stop().await?;
@@ -696,8 +738,8 @@ async fn insert_revocations(
     use sqlx::Connection as _;
 
     let started = Instant::now();
-    if backend == "postgres" {
-        let mut conn = sqlx::PgConnection::connect(&target.database_url).await?;
+    if backend.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&target.direct_url).await?;
         sqlx::query(
             "insert into revoked_tokens (jti, user_id, expires_at) \
              select gen_random_uuid(), $1, $2 from generate_series(1, $3)",
@@ -708,7 +750,7 @@ async fn insert_revocations(
         .execute(&mut conn)
         .await?;
     } else {
-        let mut conn = sqlx::SqliteConnection::connect(&target.database_url).await?;
+        let mut conn = sqlx::SqliteConnection::connect(&target.direct_url).await?;
         sqlx::query(
             "with recursive n(i) as (select 1 union all select i + 1 from n where i < $3) \
              insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
@@ -1074,6 +1116,17 @@ fn goals(rows: &[Row], login_ratio: f64) -> String {
         );
     }
     out
+}
+
+/// `server` (a postgres:// URL) with its database replaced by `name`.
+fn with_database(server: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = server.to_owned();
+    let cut = url
+        .rfind('/')
+        .context("the PostgreSQL URL names no database")?;
+    url.truncate(cut + 1);
+    url.push_str(name);
+    Ok(url)
 }
 
 async fn drop_database(server: &str, name: &str) {

@@ -17,11 +17,16 @@ use tonic_health::pb::{
 };
 
 /// Where one benchmark run keeps its data.
+#[derive(Clone)]
 pub(crate) struct Target {
     /// The authd binary.
     pub authd: PathBuf,
     /// `--database-url` for every process of the run.
     pub database_url: String,
+    /// The database itself, past any pooler: for the bench's own SQL.
+    pub direct_url: String,
+    /// More storage flags for every process (`--database-pooler`, …).
+    pub storage_flags: Vec<String>,
     /// `--data-dir` (the key-encryption key; the SQLite file lives here
     /// too).
     pub data_dir: PathBuf,
@@ -38,7 +43,7 @@ impl Target {
             startup::ServeSettings,
             store::{DatabaseSettings, Store},
         };
-        let url = self.database_url.parse().map_err(anyhow::Error::msg)?;
+        let url = self.direct_url.parse().map_err(anyhow::Error::msg)?;
         let store = Store::connect(&DatabaseSettings::new(url)).await?;
         let files = KeyFiles {
             encryption_key_file: self.data_dir.join(ServeSettings::KEY_ENCRYPTION_KEY_FILE),
@@ -56,6 +61,7 @@ impl Target {
         let mut child = Command::new(&self.authd)
             .args(args)
             .args(["--database-url", &self.database_url])
+            .args(&self.storage_flags)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("RUST_LOG", "warn")
@@ -106,6 +112,7 @@ impl Server {
             .args(["--listen", &addr.to_string()])
             .args(["--http-listen", &http.to_string()])
             .args(["--database-url", &target.database_url])
+            .args(&target.storage_flags)
             .arg("--data-dir")
             .arg(&target.data_dir)
             .args(["--hashing-priority", target.hashing_priority.as_str()])

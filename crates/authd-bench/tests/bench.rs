@@ -34,10 +34,43 @@ fn authd_binary() -> PathBuf {
 
 #[test]
 fn the_load_generator_runs_every_scenario_and_finds_every_answer_right() {
+    let printed = run_briefly("postgres");
+    for scenario in SCENARIOS {
+        assert!(
+            printed.contains(scenario),
+            "no {scenario} row in:\n{printed}"
+        );
+    }
+}
+
+/// The same through the test PgBouncer in transaction mode, with the lag
+/// of an instance that has no direct URL for LISTEN.
+#[test]
+fn the_load_generator_runs_through_pgbouncer() {
+    if std::env::var("AUTHD_PGBOUNCER_URL").is_err() {
+        let why = std::env::var("AUTHD_PGBOUNCER_SKIP")
+            .expect("AUTHD_PGBOUNCER_URL or AUTHD_PGBOUNCER_SKIP (scripts/test sets one)");
+        eprintln!("SKIPPED: no PgBouncer to test through: {why}");
+        return;
+    }
+    let printed = run_briefly("postgres-pgbouncer");
+    for scenario in SCENARIOS
+        .iter()
+        .chain(&["| logout seen by a 2nd instance, catch-up alone |"])
+    {
+        assert!(
+            printed.contains(scenario),
+            "no {scenario} row in:\n{printed}"
+        );
+    }
+}
+
+/// Runs every scenario for a moment on `backend`; returns what it printed.
+fn run_briefly(backend: &str) -> String {
     let run = Command::new(env!("CARGO_BIN_EXE_authd-bench"))
         .arg("--authd")
         .arg(authd_binary())
-        .args(["--backend", "postgres"])
+        .args(["--backend", backend])
         .args(["--duration", "300ms", "--hot-tokens", "300"])
         .args(["--connections", "2", "--in-flight", "4"])
         .output()
@@ -48,20 +81,19 @@ fn the_load_generator_runs_every_scenario_and_finds_every_answer_right() {
         "{printed}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for scenario in [
-        "| health |",
-        "| validate-hot |",
-        "| validate-hot at half load |",
-        "| validate-cold |",
-        "| login (2x capacity) |",
-        "| mixed: validate-hot |",
-        "| mixed at half load: validate-hot |",
-        "| logout |",
-        "| logout seen by a 2nd instance |",
-    ] {
-        assert!(
-            printed.contains(scenario),
-            "no {scenario} row in:\n{printed}"
-        );
-    }
+    printed.into_owned()
 }
+
+/// The rows every run prints.
+const SCENARIOS: &[&str] = &[
+    "| health |",
+    "| validate-hot |",
+    "| validate-hot at half load |",
+    "| jwks |",
+    "| validate-cold |",
+    "| login (2x capacity) |",
+    "| mixed: validate-hot |",
+    "| mixed at half load: validate-hot |",
+    "| logout |",
+    "| logout seen by a 2nd instance |",
+];

@@ -46,13 +46,15 @@ impl PgStore {
                 unix("expires_at")
             );
             let rows: Vec<(Uuid, i64)> = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query_as(sqlx::AssertSqlSafe(sql))
                         .bind(clock)
                         .bind(last)
                         .bind(PAGE)
-                        .fetch_all(&self.pool),
-                )
+                        .persistent(self.prepares())
+                        .fetch_all(&mut *conn)
+                        .await
+                })
                 .await?;
             for &(jti, expires_at) in &rows {
                 apply(Revocation::Token { jti, expires_at });
@@ -94,14 +96,16 @@ impl PgStore {
                 unix("expires_at")
             );
             let rows: Vec<(OffsetDateTime, Uuid, i64)> = self
-                .with_deadline(
+                .run(async |conn| {
                     sqlx::query_as(sqlx::AssertSqlSafe(sql))
                         .bind(after_at)
                         .bind(after_jti)
                         .bind(clock)
                         .bind(PAGE)
-                        .fetch_all(&self.pool),
-                )
+                        .persistent(self.prepares())
+                        .fetch_all(&mut *conn)
+                        .await
+                })
                 .await?;
             for &(_, jti, expires_at) in &rows {
                 apply(Revocation::Token { jti, expires_at });
@@ -121,8 +125,13 @@ impl PgStore {
 
     /// The database's clock: the cursor is kept in its time, not ours.
     async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
-        self.with_deadline(sqlx::query_scalar("select now()").fetch_one(&self.pool))
-            .await
+        self.run(async |conn| {
+            sqlx::query_scalar("select now()")
+                .persistent(self.prepares())
+                .fetch_one(conn)
+                .await
+        })
+        .await
     }
 
     async fn read_users(
@@ -139,8 +148,9 @@ impl PgStore {
         if let Some(since) = since {
             query = query.bind(since);
         }
-        for (id, disabled, tokens_valid_after) in
-            self.with_deadline(query.fetch_all(&self.pool)).await?
+        for (id, disabled, tokens_valid_after) in self
+            .run(async |conn| query.persistent(self.prepares()).fetch_all(conn).await)
+            .await?
         {
             apply(Revocation::User {
                 id: UserId::from(id),
@@ -157,11 +167,13 @@ impl PgStore {
         apply: &mut (dyn FnMut(Revocation) + Send),
     ) -> Result<(), StoreError> {
         let ids: Vec<Uuid> = self
-            .with_deadline(
+            .run(async |conn| {
                 sqlx::query_scalar("select user_id from deleted_users where deleted_at >= $1")
                     .bind(since.unwrap_or(OffsetDateTime::UNIX_EPOCH))
-                    .fetch_all(&self.pool),
-            )
+                    .persistent(self.prepares())
+                    .fetch_all(&mut *conn)
+                    .await
+            })
             .await?;
         for id in ids {
             apply(Revocation::UserDeleted {
@@ -173,9 +185,8 @@ impl PgStore {
 
     /// A connection listening on the triggers' channel.
     pub(super) async fn listener(&self) -> Result<Listener, StoreError> {
-        let mut listener = self
-            .with_deadline(PgListener::connect_with(&self.pool))
-            .await?;
+        let server = self.direct.as_ref().unwrap_or(&self.pool);
+        let mut listener = self.with_deadline(PgListener::connect_with(server)).await?;
         self.with_deadline(listener.listen(CHANNEL)).await?;
         Ok(Listener { listener })
     }

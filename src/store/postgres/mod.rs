@@ -18,17 +18,22 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AddUserError, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome,
-    Revocation, RevocationNotifications, Storage, StoreError, StoredKey, UserRecord,
+    AddUserError, DatabasePooler, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser,
+    PurgeOutcome, Revocation, RevocationNotifications, Storage, StoreError, StoredKey, UserRecord,
     shared::{
-        Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS,
-        UserRow, delete_expired_batches, failed_logins, shared_statements, stored_key, user_record,
+        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS,
+        SELECT_SIGNING_KEYS, SELECT_USERS, UserRow, delete_expired_batches, failed_logins,
+        shared_statements, stored_key, user_record,
     },
 };
 use crate::domain::{Role, UserId, Username};
 
 /// The advisory lock that lets one process purge at a time ("authdpur").
 const PURGE_LOCK_KEY: i64 = 0x6175_7468_6470_7572;
+
+/// The advisory lock of migrations through a transaction pooler
+/// ("authdmig").
+const MIGRATE_LOCK_KEY: i64 = 0x6175_7468_646d_6967;
 
 /// The first key of the advisory locks that serialise updates of one
 /// username's count ("afl"); the second is the hash of the username key.
@@ -37,12 +42,25 @@ const FAILED_LOGINS_LOCK_CLASS: i32 = 0x0061_666c;
 /// The PostgreSQL schema, embedded in the binary.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long a purge pass behind a transaction pooler holds its lease
+/// without renewing it (it renews it with every batch): a pass cut short
+/// lets the next one in after this.
+const PURGE_LEASE: Duration = Duration::from_secs(30);
+
 /// A PostgreSQL database behind a connection pool.
 #[derive(Clone, Debug)]
 pub(super) struct PgStore {
     pool: PgPool,
     /// The bound on each operation.
     deadline: Duration,
+    /// Behind a pooler in transaction mode: every operation is a
+    /// transaction of its own, its statement deadline set inside it, and no
+    /// statement is prepared by name.
+    pooled: bool,
+    /// `set local statement_timeout = …` at the operation deadline.
+    set_deadline: String,
+    /// PostgreSQL itself, past the pooler: for LISTEN and migrations.
+    direct: Option<PgPool>,
 }
 
 impl PgStore {
@@ -57,12 +75,32 @@ impl PgStore {
             .parse()
             .context("DATABASE_URL is not a valid postgres:// URL")?;
         let options = options.log_statements(tracing::log::LevelFilter::Debug);
-        create_database_if_missing(&options).await?;
+        let direct = match &settings.direct_url {
+            Some(url) => Some(
+                url.expose_secret()
+                    .parse::<PgConnectOptions>()
+                    .context("--database-direct-url is not a valid postgres:// URL")?
+                    .log_statements(tracing::log::LevelFilter::Debug),
+            ),
+            None => None,
+        };
+        let pooled = settings.pooler == DatabasePooler::Transaction;
+        // Through a pooler, the database is made (when missing) past it.
+        match (&direct, pooled) {
+            (Some(direct), _) => create_database_if_missing(direct).await?,
+            (None, false) => create_database_if_missing(&options).await?,
+            (None, true) => {}
+        }
         // The server ends a statement that runs past the operation deadline
         // itself: when a caller gives up on a silent or slow server, the
-        // statement does not run on, holding its locks.
+        // statement does not run on, holding its locks. A transaction pooler
+        // refuses startup options: there, each transaction sets it.
         let deadline_ms = settings.operation_timeout.as_millis().to_string();
-        let options = options.options([("statement_timeout", deadline_ms.as_str())]);
+        let options = if pooled {
+            options.statement_cache_capacity(0)
+        } else {
+            options.options([("statement_timeout", deadline_ms.as_str())])
+        };
 
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -80,10 +118,73 @@ impl PgStore {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
+        let direct = direct.map(|options| {
+            // LISTEN and migrations: a connection or two, made when needed.
+            PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_lazy_with(options)
+        });
+        if pooled && direct.is_none() {
+            tracing::warn!(
+                "behind a transaction pooler without --database-direct-url: revocations made by \
+                 other instances arrive by the catch-up alone, within about a second"
+            );
+        }
         Ok(Self {
             pool,
             deadline: settings.operation_timeout,
+            pooled,
+            set_deadline: format!("set local statement_timeout = {deadline_ms}"),
+            direct,
         })
+    }
+
+    /// Whether statements may be prepared by name and kept: not behind a
+    /// transaction pooler, where the next transaction may run on another
+    /// server session.
+    fn prepares(&self) -> bool {
+        !self.pooled
+    }
+
+    /// Runs one operation under the operation deadline on a connection of
+    /// the pool; behind a transaction pooler, as a transaction of its own
+    /// whose statement timeout is the deadline.
+    async fn run<T>(
+        &self,
+        operation: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        self.with_deadline(async {
+            if self.pooled {
+                let mut tx = self.begin().await?;
+                let value = operation(&mut tx).await?;
+                tx.commit().await?;
+                Ok(value)
+            } else {
+                let mut conn = self.pool.acquire().await?;
+                operation(&mut conn).await
+            }
+        })
+        .await
+    }
+
+    /// A transaction; behind a transaction pooler, with the statement
+    /// deadline set inside it.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.pooled {
+            sqlx::query(sqlx::AssertSqlSafe(self.set_deadline.clone()))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Whether LISTEN can be had: on a server session of its own, which a
+    /// transaction pooler does not give.
+    pub(super) fn has_notifications(&self) -> bool {
+        !self.pooled || self.direct.is_some()
     }
 
     /// Runs one database operation under the operation deadline.
@@ -98,8 +199,9 @@ impl PgStore {
     /// run one after another. The lock conflicts with itself and with
     /// writes, not with plain reads.
     async fn begin_signing_keys_edit(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("lock table signing_keys in share row exclusive mode")
+            .persistent(self.prepares())
             .execute(&mut *tx)
             .await?;
         Ok(tx)
@@ -112,10 +214,11 @@ impl PgStore {
         &self,
         key: &str,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
             .bind(FAILED_LOGINS_LOCK_CLASS)
             .bind(key)
+            .persistent(self.prepares())
             .execute(&mut *tx)
             .await?;
         Ok(tx)
@@ -155,10 +258,14 @@ impl Storage for PgStore {
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
+        if self.pooled && self.direct.is_none() {
+            return self.migrate_through_the_pooler().await;
+        }
         // A migration may take longer than one call's statement timeout:
         // run them over a connection of their own without it (a later
-        // setting of the same name wins).
-        let options = PgConnectOptions::clone(&self.pool.connect_options())
+        // setting of the same name wins), to PostgreSQL itself.
+        let server = self.direct.as_ref().unwrap_or(&self.pool);
+        let options = PgConnectOptions::clone(&server.connect_options())
             .options([("statement_timeout", "0")]);
         let pool = PgPoolOptions::new()
             .max_connections(1)
@@ -179,6 +286,9 @@ impl Storage for PgStore {
         now: OffsetDateTime,
         batch_size: u32,
     ) -> Result<PurgeOutcome, StoreError> {
+        if self.pooled {
+            return self.purge_under_lease(now, batch_size).await;
+        }
         let mut conn = self.with_deadline(self.pool.acquire()).await?.detach();
         let locked: bool = self
             .with_deadline(
@@ -216,7 +326,109 @@ impl Storage for PgStore {
     }
 
     async fn listen(&self) -> Result<Option<RevocationNotifications>, StoreError> {
+        if !self.has_notifications() {
+            return Ok(None);
+        }
         Ok(Some(RevocationNotifications(self.listener().await?)))
+    }
+}
+
+impl PgStore {
+    /// The migrations through a transaction pooler: all in one transaction,
+    /// so that they keep one server session, serialised by a lock that ends
+    /// with it. Named statements left on that session by other clients are
+    /// dropped first, as sqlx's migrator names its own.
+    async fn migrate_through_the_pooler(&self) -> anyhow::Result<()> {
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.set_locking(false);
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql("set local statement_timeout = 0; deallocate all")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(MIGRATE_LOCK_KEY)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
+        migrator.run_direct(None, &mut *tx, false).await?;
+        // Nor leave ours behind for the next client of that session.
+        sqlx::raw_sql("deallocate all").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The purge behind a transaction pooler, where a session lock does not
+    /// hold: a lease row, taken when free or expired, renewed in the
+    /// transaction of every batch (so a batch deletes only under a lease
+    /// still held), and given back at the end.
+    async fn purge_under_lease(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
+    ) -> Result<PurgeOutcome, StoreError> {
+        let holder = Uuid::new_v4();
+        let lease_ms = i64::try_from(PURGE_LEASE.as_millis()).unwrap_or(i64::MAX);
+        let taken = self
+            .run(async |conn| {
+                sqlx::query(
+                    "insert into purge_lease (id, holder, expires_at) \
+                     values (true, $1, now() + make_interval(secs => $2 / 1000.0)) \
+                     on conflict (id) do update set holder = excluded.holder, \
+                     expires_at = excluded.expires_at where purge_lease.expires_at < now()",
+                )
+                .bind(holder)
+                .bind(lease_ms)
+                .persistent(false)
+                .execute(conn)
+                .await
+            })
+            .await?;
+        if taken.rows_affected() == 0 {
+            return Ok(PurgeOutcome::Busy);
+        }
+        let mut removed = 0;
+        loop {
+            let deleted = self
+                .run(async |conn| {
+                    let renewed = sqlx::query(
+                        "update purge_lease set expires_at = now() + make_interval(secs => $2 / 1000.0) \
+                         where holder = $1",
+                    )
+                    .bind(holder)
+                    .bind(lease_ms)
+                    .persistent(false)
+                    .execute(&mut *conn)
+                    .await?;
+                    if renewed.rows_affected() == 0 {
+                        return Ok(None);
+                    }
+                    let done = sqlx::query(DELETE_EXPIRED_BATCH)
+                        .bind(now)
+                        .bind(i64::from(batch_size))
+                        .persistent(false)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(Some(done.rows_affected()))
+                })
+                .await?;
+            let Some(deleted) = deleted else {
+                tracing::warn!("the purge lost its lease to another instance; stopping this pass");
+                break;
+            };
+            removed += deleted;
+            if deleted < u64::from(batch_size) {
+                break;
+            }
+        }
+        self.run(async |conn| {
+            sqlx::query("delete from purge_lease where holder = $1")
+                .bind(holder)
+                .persistent(false)
+                .execute(conn)
+                .await
+        })
+        .await?;
+        Ok(PurgeOutcome::Removed(removed))
     }
 }
 
@@ -232,10 +444,13 @@ fn classify(err: sqlx::Error) -> StoreError {
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         // 08: connection exception; 53: insufficient resources;
-        // 57P: the server is shutting down or restarting.
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| ["08", "53", "57P"].iter().any(|c| code.starts_with(c))),
+        // 57P: the server is shutting down or restarting; 57014: the
+        // server ended the statement at the operation deadline (its
+        // statement timeout), which the caller may retry as it would a
+        // deadline of its own.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "57014" || ["08", "53", "57P"].iter().any(|c| code.starts_with(c))
+        }),
         other => super::is_connection_failure(other),
     }
 }
@@ -297,6 +512,34 @@ mod tests {
             .unwrap_err();
         let code = err.as_database_error().and_then(|e| e.code());
         assert_eq!(code.as_deref(), Some("57014"), "query_canceled: {err}");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn behind_a_transaction_pooler_the_server_still_ends_statements_at_the_deadline() {
+        let Ok(url) = std::env::var("AUTHD_PGBOUNCER_URL") else {
+            let why = std::env::var("AUTHD_PGBOUNCER_SKIP")
+                .expect("AUTHD_PGBOUNCER_URL or AUTHD_PGBOUNCER_SKIP (scripts/test sets one)");
+            eprintln!("SKIPPED: no PgBouncer to test through: {why}");
+            return;
+        };
+        let url = SecretString::from(url);
+        let mut settings = DatabaseSettings::new(DatabaseUrl::Postgres(url.clone()));
+        settings.operation_timeout = Duration::from_millis(200);
+        settings.pooler = DatabasePooler::Transaction;
+        let store = PgStore::connect(&url, &settings).await.unwrap();
+
+        // The deadline is set inside each transaction, as every operation
+        // runs; not through `with_deadline`: the server must cancel it.
+        let mut tx = store.begin().await.unwrap();
+        let err = sqlx::query("select pg_sleep(5)")
+            .persistent(false)
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        let code = err.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("57014"), "query_canceled: {err}");
+        drop(tx);
         store.close().await;
     }
 }

@@ -23,8 +23,9 @@ use super::{
     AddUserError, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome,
     Revocation, RevocationNotifications, Storage, StoreError, StoredKey, UserRecord,
     shared::{
-        Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS,
-        UserRow, delete_expired_batches, failed_logins, shared_statements, stored_key, user_record,
+        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS,
+        SELECT_SIGNING_KEYS, SELECT_USERS, UserRow, delete_expired_batches, failed_logins,
+        shared_statements, stored_key, user_record,
     },
 };
 use crate::domain::{Role, UserId, Username};
@@ -80,6 +81,24 @@ impl SqliteStore {
             path,
             deadline: settings.operation_timeout,
         })
+    }
+
+    /// Statements are prepared and kept, per connection.
+    fn prepares(&self) -> bool {
+        true
+    }
+
+    /// Runs one operation under the operation deadline on a connection of
+    /// the pool.
+    async fn run<T>(
+        &self,
+        operation: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        self.with_deadline(async {
+            let mut conn = self.pool.acquire().await?;
+            operation(&mut conn).await
+        })
+        .await
     }
 
     /// Runs one database operation under the operation deadline.
