@@ -67,7 +67,6 @@ pub struct SigningKeys {
     /// Held by an edit of this process from its transaction to its install,
     /// so that edits install in the order they committed.
     editing: tokio::sync::Mutex<()>,
-    retention: Duration,
 }
 
 impl SigningKeys {
@@ -98,7 +97,6 @@ impl SigningKeys {
             ring: Arc::new(KeyRing::new(retention)),
             installed: Mutex::new(Installed::default()),
             editing: tokio::sync::Mutex::new(()),
-            retention,
         };
         let rows = keys.bootstrap(&files.signing_key_file, existing).await?;
         keys.install(rows, true, None)?;
@@ -267,11 +265,6 @@ impl SigningKeys {
             .iter()
             .map(|key| KeyInfo::of(key, now, retention))
             .collect())
-    }
-
-    /// How long retired keys stay published.
-    pub fn retention(&self) -> Duration {
-        self.retention
     }
 
     fn stored(&self, key: &SigningKey) -> anyhow::Result<StoredKey> {

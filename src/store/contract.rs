@@ -184,8 +184,9 @@ pub trait Storage {
     ) -> impl Future<Output = Result<FeedCursor, StoreError>> + Send;
 
     /// Notifications of revocations as they commit anywhere, where the
-    /// backend has them (PostgreSQL); `None` where it does not (SQLite:
-    /// read [`Storage::revocations_since`] often instead).
+    /// backend has them (PostgreSQL, unless behind a transaction pooler
+    /// without a direct URL); `None` where it does not: read
+    /// [`Storage::revocations_since`] instead, often on SQLite.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.

@@ -260,15 +260,6 @@ impl Store {
         })
     }
 
-    /// Whether [`Storage::listen`] gives notifications: on PostgreSQL,
-    /// unless behind a transaction pooler without a direct URL.
-    pub fn has_notifications(&self) -> bool {
-        match &self.0 {
-            Backend::Postgres(store) => store.has_notifications(),
-            Backend::Sqlite(_) => false,
-        }
-    }
-
     /// Whether other processes' revocations arrive only by reading the
     /// database often (an SQLite file), rather than by notification or a
     /// catch-up now and then.
