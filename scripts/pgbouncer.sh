@@ -48,6 +48,13 @@ INI
 }
 
 if [ -z "${AUTHD_PGBOUNCER_URL:-}" ]; then
+  # python3 reads the URL and finds a free port; a machine with Rust alone
+  # gets it from Debian's packages, as the black-box tests would.
+  if ! command -v python3 >/dev/null; then
+    echo "pgbouncer: installing python3 from Debian's packages" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 >/dev/null
+  fi
   if ! command -v pgbouncer >/dev/null && ! [ -x /usr/sbin/pgbouncer ]; then
     echo "pgbouncer: installing PgBouncer from Debian's packages" >&2
     { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq pgbouncer >/dev/null; } ||
