@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".auth.v1.LoginRequest",
             ".auth.v1.LoginResponse",
             ".auth.v1.LogoutRequest",
+            ".auth.v1.RefreshRequest",
             ".auth.v1.ValidateTokenRequest",
         ])
         .compile_fds(descriptors)?;

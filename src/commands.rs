@@ -154,6 +154,7 @@ async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
             println!("deleted users: {}", report.deleted_users);
             println!("failed logins: {}", report.failed_logins);
             println!("signing keys: {}", report.signing_keys);
+            println!("sessions: {}", report.sessions);
             Ok(())
         }
         PurgePass::Busy => bail!("another authd instance is purging right now; try again later"),
@@ -192,6 +193,41 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let username = Username::parse(args.name)?;
             accounts.delete(&username).await?;
             println!("deleted {username}; its tokens are revoked");
+        }
+        UserCommand::Sessions(args) => {
+            let username = Username::parse(args.name)?;
+            let sessions = accounts.sessions(&username).await?;
+            if sessions.is_empty() {
+                println!("{username} has no live sessions");
+                return Ok(());
+            }
+            let at = |instant: time::OffsetDateTime| {
+                instant
+                    .replace_nanosecond(0)
+                    .unwrap_or(instant)
+                    .format(&Rfc3339)
+                    .unwrap_or_default()
+            };
+            println!(
+                "{:<36} {:<20} {:<20} {:<20} {:<39} USER AGENT",
+                "SESSION", "CREATED", "REFRESHED", "EXPIRES", "ADDRESS"
+            );
+            for session in sessions {
+                println!(
+                    "{:<36} {:<20} {:<20} {:<20} {:<39} {}",
+                    session.id.to_string(),
+                    at(session.created_at),
+                    at(session.last_refreshed_at),
+                    at(session.expires_at),
+                    session.client_address.as_deref().unwrap_or("-"),
+                    session.user_agent.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        UserCommand::Logout(args) => {
+            let username = Username::parse(args.name)?;
+            accounts.logout_everywhere(&username).await?;
+            println!("ended every session of {username}; its tokens are revoked");
         }
         UserCommand::List(_) => {
             println!(

@@ -13,7 +13,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     auth::{
-        HashingPriority, KeyFiles, PasswordPolicy, ThrottleMode, ThrottleSettings, TokenSettings,
+        HashingPriority, KeyFiles, PasswordPolicy, SessionSettings, ThrottleMode, ThrottleSettings,
+        TokenSettings,
     },
     domain::Role,
     http::HttpSettings,
@@ -278,6 +279,20 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub lifetimes: LifetimeArgs,
+    /// A session ends when its refresh token goes unused this long.
+    #[arg(long, env = "AUTHD_REFRESH_TOKEN_TTL", value_parser = positive_duration,
+          default_value_t = SessionSettings::default().refresh_ttl.into())]
+    pub refresh_token_ttl: humantime::Duration,
+    /// A session ends this long after its Login, however often refreshed.
+    #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_parser = positive_duration,
+          default_value_t = SessionSettings::default().max_age.into())]
+    pub session_max_age: humantime::Duration,
+    /// How long the refresh token replaced last is still taken, answered
+    /// with the same new one (two tabs, a retried call); after it, its use
+    /// ends the session as a theft. `0s`: never.
+    #[arg(long, env = "AUTHD_REFRESH_REUSE_GRACE", value_parser = reuse_grace,
+          default_value_t = SessionSettings::default().reuse_grace.into())]
+    pub refresh_reuse_grace: humantime::Duration,
     /// Time between purges of expired revocations.
     #[arg(long, env = "AUTHD_PURGE_INTERVAL", value_parser = positive_duration,
           default_value_t = PurgeSettings::DEFAULT_INTERVAL.into())]
@@ -389,6 +404,10 @@ pub enum UserCommand {
     Enable(NamedUserArgs),
     /// Delete a user; its tokens are revoked.
     Delete(NamedUserArgs),
+    /// List a user's live sessions, newest first.
+    Sessions(NamedUserArgs),
+    /// End every session of a user and revoke every token issued to it.
+    Logout(NamedUserArgs),
     /// List the users.
     List(ListUsersArgs),
 }
@@ -409,7 +428,11 @@ impl UserCommand {
         match self {
             Self::Add(args) => &args.storage,
             Self::Passwd(args) => &args.storage,
-            Self::Disable(args) | Self::Enable(args) | Self::Delete(args) => &args.storage,
+            Self::Disable(args)
+            | Self::Enable(args)
+            | Self::Delete(args)
+            | Self::Sessions(args)
+            | Self::Logout(args) => &args.storage,
             Self::List(args) => &args.storage,
         }
     }
@@ -645,6 +668,11 @@ impl ServeArgs {
                 public_url: self.public_url.clone(),
                 jwks_max_age: *self.publishing.jwks_max_age,
             },
+            sessions: SessionSettings {
+                refresh_ttl: *self.refresh_token_ttl,
+                max_age: *self.session_max_age,
+                reuse_grace: *self.refresh_reuse_grace,
+            },
             ..defaults
         }
     }
@@ -694,6 +722,16 @@ fn positive_duration(raw: &str) -> Result<humantime::Duration, String> {
         d if *d < Duration::from_secs(1) => Err("must be at least 1s".to_owned()),
         d => Ok(d),
     }
+}
+
+/// A reuse grace: a minute at most, longer would let a stolen refresh
+/// token be used beside the real one unnoticed.
+fn reuse_grace(raw: &str) -> Result<humantime::Duration, String> {
+    let grace = duration(raw)?;
+    if *grace > Duration::from_secs(60) {
+        return Err("must be at most 1m: a longer grace hides a stolen refresh token".to_owned());
+    }
+    Ok(grace)
 }
 
 fn rotation_interval(raw: &str) -> Result<OrOff<humantime::Duration>, String> {

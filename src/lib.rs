@@ -8,9 +8,10 @@
 //!   probes.
 //! - [`domain`]: values parsed at the edge (`Username`, `Password`,
 //!   `AccessToken`, …); holding one means it is valid.
-//! - [`auth`]: the use cases (login, logout, validate, accounts, signing
-//!   keys), tokens, password hashing, the login throttle, and the in-memory
-//!   revocation state and key set. Knows nothing of gRPC, HTTP or SQL.
+//! - [`auth`]: the use cases (login, refresh, logout, validate, a user's
+//!   sessions, accounts, signing keys), tokens and refresh tokens, password
+//!   hashing, the login throttle, and the in-memory revocation state and
+//!   key set. Knows nothing of gRPC, HTTP or SQL.
 //! - [`store`]: the storage interface and its two backends, PostgreSQL and
 //!   an embedded SQLite file (sqlx); the only module with SQL.
 //! - [`jobs`]: background tasks of the server (purge, revocation sync,

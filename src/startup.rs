@@ -16,7 +16,8 @@ use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 use crate::{
     auth::{
         AccessTokens, Authenticator, HashCost, HashingPriority, KeyFiles, LoginThrottle, Passwords,
-        RevocationState, SigningKeys, ThrottleSettings, TokenSettings, VerifiedTokens,
+        RefreshTokens, RevocationState, SessionSettings, SigningKeys, ThrottleSettings,
+        TokenSettings, VerifiedTokens,
     },
     grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
     http::{HttpServer, HttpSettings, Metadata},
@@ -68,6 +69,8 @@ pub struct ServeSettings {
     pub http: HttpSettings,
     /// Token contents and checks.
     pub tokens: TokenSettings,
+    /// How long sessions live, and the refresh tokens' reuse grace.
+    pub sessions: SessionSettings,
     /// Argon2id cost of new password hashes.
     pub password_cost: HashCost,
     /// How the password-hashing threads share the CPU.
@@ -128,6 +131,7 @@ impl ServeSettings {
             http,
             purge: PurgeSettings::new(&tokens, &login_throttle),
             tokens,
+            sessions: SessionSettings::default(),
             password_cost: HashCost::default(),
             hashing_priority: HashingPriority::default(),
             shutdown_grace_period: Self::DEFAULT_SHUTDOWN_GRACE_PERIOD,
@@ -202,18 +206,21 @@ impl Application {
             .await
             .context("cannot load the revocations")?;
         revocations.mark_synced(loading);
-        let (tokens_held, users_held) = revocations.len();
+        let held = revocations.held();
         tracing::info!(
-            revoked_tokens = tokens_held,
-            restricted_users = users_held,
+            revoked_tokens = held.tokens,
+            ended_sessions = held.sessions,
+            restricted_users = held.users,
             took = ?loading.elapsed(),
             "loaded the revocation state"
         );
 
         let throttle = LoginThrottle::new(settings.login_throttle.clone(), store.clone());
+        let refresh_tokens =
+            RefreshTokens::new(signing_keys.refresh_token_key(), settings.sessions.clone());
         let auth = Arc::new(Authenticator::new(
             store.clone(),
-            tokens,
+            (tokens, refresh_tokens),
             verified,
             passwords,
             throttle,

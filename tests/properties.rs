@@ -10,7 +10,7 @@ use std::{
 
 use authd::{
     auth::{AccessTokens, KeyRing, SigningKey, TokenSettings},
-    domain::{AccessToken, Password, Role, UserId, Username},
+    domain::{AccessToken, Password, Role, SessionId, UserId, Username},
     grpc::pb::{LoginRequest, LogoutRequest, ValidateTokenRequest},
 };
 use proptest::prelude::*;
@@ -24,6 +24,7 @@ static TOKENS: LazyLock<(AccessTokens, String)> = LazyLock::new(|| {
     let issued = tokens
         .issue(
             UserId::generate(),
+            SessionId::generate(),
             "alice",
             &[Role::parse("reader").unwrap()],
             jsonwebtoken::get_current_timestamp(),

@@ -1,12 +1,12 @@
 //! Account management for operators: add, change password, disable,
-//! enable, delete, list.
+//! enable, delete, list, and a user's sessions.
 
 use time::OffsetDateTime;
 
 use super::{PasswordPolicy, Passwords, revocation_cutoff};
 use crate::{
     domain::{Password, Role, UserId, Username},
-    store::{NewUser, Storage as _, Store, StoreError, UserRecord},
+    store::{NewUser, SessionRecord, Storage as _, Store, StoreError, UserRecord},
 };
 
 /// Why an account operation failed.
@@ -138,6 +138,37 @@ impl Accounts {
     /// When the database fails.
     pub async fn list(&self) -> Result<Vec<UserRecord>, AccountError> {
         Ok(self.store.list_users().await?)
+    }
+
+    /// The live sessions of a user, newest first.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn sessions(&self, username: &Username) -> Result<Vec<SessionRecord>, AccountError> {
+        let user = self.named(username).await?;
+        Ok(self
+            .store
+            .list_sessions(user.id, OffsetDateTime::now_utc())
+            .await?)
+    }
+
+    /// Ends every session of a user and revokes every token issued to it
+    /// until now, as a Logout of scope USER does.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn logout_everywhere(&self, username: &Username) -> Result<(), AccountError> {
+        let user = self.named(username).await?;
+        let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
+        let standing = self.store.cut_off_user(user.id, cutoff).await?;
+        found(username, standing.is_some())
+    }
+
+    async fn named(&self, username: &Username) -> Result<UserRecord, AccountError> {
+        self.store
+            .find_user_by_name(username)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(username.to_string()))
     }
 }
 

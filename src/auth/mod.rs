@@ -5,13 +5,13 @@ mod accounts;
 mod keys;
 mod password;
 mod revocations;
+mod sessions;
 mod signing_keys;
 mod throttle;
 mod token_cache;
 mod tokens;
 
 use std::{
-    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,7 +28,8 @@ pub use password::{
     HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordError, PasswordPolicy, Passwords,
     QueuePlace,
 };
-pub use revocations::RevocationState;
+pub use revocations::{HeldRevocations, RevocationState};
+pub use sessions::{ClientInfo, RefreshTokenKey, RefreshTokens, SessionSettings, UserSession};
 pub use signing_keys::{KeyError, KeyFiles, SigningKeys};
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
 pub use token_cache::VerifiedTokens;
@@ -36,8 +37,10 @@ pub use tokens::{AccessTokens, Claims, InvalidToken, IssueError, TokenSettings};
 
 use self::throttle::{Refusal, Settlement};
 use crate::{
-    domain::{AccessToken, Password, UserId, Username},
-    store::{Revocation, Storage as _, Store, StoreError, UserRecord},
+    domain::{AccessToken, Password, SessionId, UserId, Username},
+    store::{
+        Revocation, SessionRecord, SessionSelection, Storage as _, Store, StoreError, UserRecord,
+    },
 };
 
 /// The longest a Login waits for the user's cut-off second to pass.
@@ -52,6 +55,13 @@ pub enum AuthError {
     /// The token given to Logout is not a current token of ours.
     #[error("the access token is {0}")]
     InvalidToken(InvalidToken),
+    /// Not a refresh token of ours, spent, or its session has ended:
+    /// deliberately one case.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// The caller's user has no session of that id.
+    #[error("no such session")]
+    SessionNotFound,
     /// The database could not be reached; the caller may retry.
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
@@ -106,9 +116,9 @@ impl From<StoreError> for AuthError {
     }
 }
 
-/// A token issued by [`Authenticator::login`].
+/// What [`Authenticator::login`] and [`Authenticator::refresh`] issue.
 #[derive(Debug)]
-pub struct Session {
+pub struct Grant {
     /// The signed JWT.
     pub access_token: SecretString,
     /// Its lifetime from issue to expiry.
@@ -117,6 +127,24 @@ pub struct Session {
     pub expires_at: u64,
     /// The user it was issued to.
     pub user_id: UserId,
+    /// The session's refresh token.
+    pub refresh_token: SecretString,
+    /// When the refresh token lapses unless used.
+    pub refresh_expires_at: OffsetDateTime,
+    /// The session.
+    pub session_id: SessionId,
+}
+
+/// What a Logout ends besides its token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// The token's session.
+    #[default]
+    Session,
+    /// Every session and every token of the user.
+    User,
+    /// Every session of the user but the token's.
+    OtherSessions,
 }
 
 /// The answer of [`Authenticator::validate`].
@@ -137,11 +165,12 @@ pub enum LogoutOutcome {
     AlreadyInvalid,
 }
 
-/// Login, Logout and ValidateToken.
+/// Login, Refresh, Logout, ValidateToken and a user's own sessions.
 #[derive(Debug)]
 pub struct Authenticator {
     store: Store,
     tokens: AccessTokens,
+    refresh_tokens: RefreshTokens,
     verified: VerifiedTokens,
     passwords: Passwords,
     throttle: LoginThrottle,
@@ -149,12 +178,13 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// The use cases over `store`, issuing `tokens` (remembering those it
-    /// verified in `verified`), checking `passwords` (failures counted by
-    /// `throttle`), answering revocation questions from `revocations`.
+    /// The use cases over `store`, issuing `tokens` and `refresh_tokens`
+    /// (remembering the tokens it verified in `verified`), checking
+    /// `passwords` (failures counted by `throttle`), answering revocation
+    /// questions from `revocations`.
     pub fn new(
         store: Store,
-        tokens: AccessTokens,
+        (tokens, refresh_tokens): (AccessTokens, RefreshTokens),
         verified: VerifiedTokens,
         passwords: Passwords,
         throttle: LoginThrottle,
@@ -163,6 +193,7 @@ impl Authenticator {
         Self {
             store,
             tokens,
+            refresh_tokens,
             verified,
             passwords,
             throttle,
@@ -170,7 +201,7 @@ impl Authenticator {
         }
     }
 
-    /// Checks a user's password and issues a token, unless failed Logins
+    /// Checks a user's password and starts a session, unless failed Logins
     /// for this name or from `client` are being throttled.
     ///
     /// Exactly one argon2 verification runs whether the user exists or not,
@@ -188,10 +219,10 @@ impl Authenticator {
         &self,
         username: &Username,
         password: &Password,
-        client: Option<IpAddr>,
-    ) -> Result<Session, AuthError> {
+        client: &ClientInfo,
+    ) -> Result<Grant, AuthError> {
         let arrived = Instant::now();
-        let turn = self.throttle.begin(username, client).await?;
+        let turn = self.throttle.begin(username, client.address).await?;
         // A Login the hashing threads would not get to within about a
         // second is refused here, before it costs a database read.
         let place = self.passwords.queue_place(arrived)?;
@@ -205,7 +236,7 @@ impl Authenticator {
             })
             .await;
         let (user, rehash) = outcome?;
-        self.issue(user, rehash, password).await
+        self.issue(user, rehash, password, client).await
     }
 
     /// The user named `username`, when it exists, is enabled and
@@ -229,13 +260,14 @@ impl Authenticator {
         }
     }
 
-    /// Issues a token to `user`, whose `password` was just checked.
+    /// Starts a session of `user`, whose `password` was just checked.
     async fn issue(
         &self,
         user: UserRecord,
         rehash: bool,
         password: &Password,
-    ) -> Result<Session, AuthError> {
+        client: &ClientInfo,
+    ) -> Result<Grant, AuthError> {
         if rehash {
             self.upgrade_hash(&user, password).await;
         }
@@ -259,18 +291,42 @@ impl Authenticator {
                 );
             }
         }
+        let now = OffsetDateTime::now_utc();
         let issued_at = jsonwebtoken::get_current_timestamp();
-        let user_id = user.id;
+        let session = self.new_session(user.id, now, self.access_expires_at(issued_at)?, client);
+        self.store.create_session(&session).await?;
+        let grant = self.grant(&user, &session, issued_at)?;
+        tracing::info!(user_id = %user.id, session_id = %session.id, "started a session");
+        Ok(grant)
+    }
+
+    /// A new access token for `user` in `session`, issued at `issued_at`,
+    /// and the session's refresh token.
+    fn grant(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+        issued_at: u64,
+    ) -> Result<Grant, AuthError> {
         let issued = self
             .tokens
-            .issue(user_id, user.username.as_str(), &user.roles, issued_at)
+            .issue(
+                user.id,
+                session.id,
+                user.username.as_str(),
+                &user.roles,
+                issued_at,
+            )
             .map_err(|err| AuthError::Internal(err.into()))?;
-        tracing::info!(user_id = %user_id, jti = %issued.claims.jti, "issued a token");
-        Ok(Session {
+        tracing::debug!(user_id = %user.id, jti = %issued.claims.jti, "issued a token");
+        Ok(Grant {
             access_token: issued.token,
             expires_in: self.tokens.settings().ttl,
             expires_at: issued.claims.exp,
-            user_id,
+            user_id: user.id,
+            refresh_token: self.refresh_token_of(session),
+            refresh_expires_at: session.expires_at,
+            session_id: session.id,
         })
     }
 
@@ -316,22 +372,83 @@ impl Authenticator {
         self.tokens.published_keys()
     }
 
-    /// Revokes a token until it expires; the revocation is committed before
-    /// this returns.
+    /// Revokes a token until it expires, and ends what `scope` says; all of
+    /// it is committed before this returns.
     ///
     /// # Errors
-    /// [`AuthError::InvalidToken`] when the token is not a current token of
-    /// ours; [`AuthError::Unavailable`] when the database cannot be reached.
-    pub async fn logout(&self, token: &AccessToken) -> Result<LogoutOutcome, AuthError> {
+    /// [`AuthError::InvalidToken`] when the token is not a token of ours
+    /// (or, for the scopes beyond the session, not valid);
+    /// [`AuthError::RevocationsStale`] when that cannot be known;
+    /// [`AuthError::Unavailable`] when the database cannot be reached.
+    pub async fn logout(
+        &self,
+        token: &AccessToken,
+        scope: LogoutScope,
+    ) -> Result<LogoutOutcome, AuthError> {
         let claims = match self.verify(token) {
             Ok(claims) => claims,
-            Err(InvalidToken::Expired) => return Ok(LogoutOutcome::AlreadyInvalid),
+            // Expired, but its session may live on: end it.
+            Err(InvalidToken::Expired) if scope == LogoutScope::Session => {
+                let claims = self
+                    .tokens
+                    .verify_ignoring_expiry(token.expose())
+                    .map_err(AuthError::InvalidToken)?;
+                if let Some(sid) = claims.sid {
+                    self.end(claims.sub, SessionSelection::One(SessionId::from(sid)))
+                        .await?;
+                }
+                return Ok(LogoutOutcome::AlreadyInvalid);
+            }
             Err(reason) => return Err(AuthError::InvalidToken(reason)),
         };
-        // Revoked already: nothing to write. Not known (the state is out of
-        // date): write anyway; a second row for one `jti` is never made.
-        if self.revocations.revokes(claims.jti, claims.sub, claims.iat) == Some(true) {
+        let user = UserId::from(claims.sub);
+        match scope {
+            LogoutScope::Session => self.logout_session(&claims).await,
+            LogoutScope::User => {
+                // Every token issued so far, this one included, and with the
+                // cut-off every session started before it.
+                if self.is_revoked(&claims)? {
+                    return Err(AuthError::InvalidToken(InvalidToken::Revoked));
+                }
+                let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
+                if let Some(standing) = self.store.cut_off_user(user, cutoff).await? {
+                    self.revocations.apply(standing);
+                }
+                tracing::info!(user_id = %user, "logged a user out everywhere");
+                Ok(LogoutOutcome::Revoked)
+            }
+            LogoutScope::OtherSessions => {
+                if self.is_revoked(&claims)? {
+                    return Err(AuthError::InvalidToken(InvalidToken::Revoked));
+                }
+                let which = claims.sid.map_or(SessionSelection::All, |sid| {
+                    SessionSelection::AllBut(SessionId::from(sid))
+                });
+                let ended = self.end(claims.sub, which).await?;
+                tracing::info!(user_id = %user, sessions = ended, "ended the user's other sessions");
+                Ok(LogoutOutcome::Revoked)
+            }
+        }
+    }
+
+    /// Ends the token's session, then revokes the token itself: a token
+    /// logged out therefore always has its session ended, and a retry
+    /// after a failure in between finishes the job.
+    async fn logout_session(&self, claims: &Claims) -> Result<LogoutOutcome, AuthError> {
+        // Revoked already (logged out, its session ended, or with its user,
+        // whose cut-off ended the session too): nothing to write. Not known
+        // (the state is out of date): write anyway; a second row for one
+        // `jti` is never made.
+        if self
+            .revocations
+            .revokes(claims.jti, claims.sid, claims.sub, claims.iat)
+            == Some(true)
+        {
             return Ok(LogoutOutcome::AlreadyInvalid);
+        }
+        if let Some(sid) = claims.sid {
+            self.end(claims.sub, SessionSelection::One(SessionId::from(sid)))
+                .await?;
         }
         // Keep the row while the token could still pass the `exp` check.
         let keep_until = claims
@@ -349,6 +466,18 @@ impl Authenticator {
         });
         tracing::info!(user_id = %claims.sub, jti = %claims.jti, "revoked a token");
         Ok(LogoutOutcome::Revoked)
+    }
+
+    /// Ends the sessions of `user` that `which` selects, here at once and
+    /// everywhere within the revocation bound. Returns how many.
+    async fn end(&self, user: uuid::Uuid, which: SessionSelection) -> Result<usize, AuthError> {
+        let ended = self
+            .store
+            .end_sessions(UserId::from(user), which, OffsetDateTime::now_utc())
+            .await?;
+        let count = ended.len();
+        self.apply_all(ended);
+        Ok(count)
     }
 
     /// Replaces a hash made at an older cost by one at today's, now that
@@ -377,7 +506,7 @@ impl Authenticator {
 
     fn is_revoked(&self, claims: &Claims) -> Result<bool, AuthError> {
         self.revocations
-            .revokes(claims.jti, claims.sub, claims.iat)
+            .revokes(claims.jti, claims.sid, claims.sub, claims.iat)
             .ok_or(AuthError::RevocationsStale)
     }
 }

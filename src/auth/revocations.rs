@@ -22,15 +22,79 @@ struct Restriction {
     tokens_valid_after: Option<i64>,
 }
 
-/// Shards of the `jti` map, so that writers and the expiry sweep hold any
-/// one lock briefly.
+/// Shards of each id map, so that writers and the expiry sweep hold any one
+/// lock briefly.
 const SHARDS: usize = 64;
+
+/// Ids (of tokens, or of sessions) revoked until an instant, after which
+/// they need not be remembered.
+#[derive(Debug)]
+struct ExpiringIds {
+    shards: Box<[RwLock<HashMap<Uuid, i64>>]>,
+}
+
+impl ExpiringIds {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    fn shard(&self, id: Uuid) -> &RwLock<HashMap<Uuid, i64>> {
+        // v4 and v7 ids both end in random bits.
+        let index = (id.as_u128() % SHARDS as u128) as usize;
+        &self.shards[index]
+    }
+
+    /// Holds `id` until `expires_at` (Unix seconds), or longer if held so.
+    fn insert(&self, id: Uuid, expires_at: i64) {
+        // Expired already (a purge's worth of old rows, say): what it
+        // revokes no longer validates anyway.
+        if expires_at < time::OffsetDateTime::now_utc().unix_timestamp() {
+            return;
+        }
+        let mut shard = self
+            .shard(id)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let kept = shard.entry(id).or_insert(expires_at);
+        *kept = (*kept).max(expires_at);
+    }
+
+    fn contains(&self, id: Uuid) -> bool {
+        self.shard(id)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id)
+    }
+
+    fn forget_expired(&self, now: i64) -> usize {
+        let mut forgotten = 0;
+        for shard in &self.shards {
+            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+            let before = shard.len();
+            shard.retain(|_, expires_at| *expires_at >= now);
+            forgotten += before - shard.len();
+        }
+        forgotten
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
 
 /// The revocation state of the whole deployment, as far as this instance
 /// knows it.
 #[derive(Debug)]
 pub struct RevocationState {
-    tokens: Box<[RwLock<HashMap<Uuid, i64>>]>,
+    /// Logged-out tokens, by `jti`.
+    tokens: ExpiringIds,
+    /// Ended sessions, by `sid`.
+    sessions: ExpiringIds,
     users: RwLock<HashMap<Uuid, Restriction>>,
     /// When the state last matched the store, as microseconds since `epoch`
     /// (0: never).
@@ -40,11 +104,23 @@ pub struct RevocationState {
     max_staleness: Duration,
 }
 
+/// How many entries of each kind the state holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRevocations {
+    /// Logged-out tokens.
+    pub tokens: usize,
+    /// Ended sessions.
+    pub sessions: usize,
+    /// Disabled, deleted or cut-off users.
+    pub users: usize,
+}
+
 impl RevocationState {
     /// An empty state, trusted for `max_staleness` after each catch-up.
     pub fn new(max_staleness: Duration) -> Self {
         Self {
-            tokens: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            tokens: ExpiringIds::new(),
+            sessions: ExpiringIds::new(),
             users: RwLock::default(),
             synced_at: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -52,27 +128,12 @@ impl RevocationState {
         }
     }
 
-    fn shard(&self, jti: Uuid) -> &RwLock<HashMap<Uuid, i64>> {
-        // v4 and v7 ids both end in random bits.
-        let index = (jti.as_u128() % SHARDS as u128) as usize;
-        &self.tokens[index]
-    }
-
     /// Applies one revocation.
     pub fn apply(&self, revocation: Revocation) {
         match revocation {
-            Revocation::Token { jti, expires_at } => {
-                // Expired already (a purge's worth of old rows, say): the
-                // token no longer validates anyway.
-                if expires_at < time::OffsetDateTime::now_utc().unix_timestamp() {
-                    return;
-                }
-                let mut shard = self
-                    .shard(jti)
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let kept = shard.entry(jti).or_insert(expires_at);
-                *kept = (*kept).max(expires_at);
+            Revocation::Token { jti, expires_at } => self.tokens.insert(jti, expires_at),
+            Revocation::Session { id, expires_at } => {
+                self.sessions.insert(id.as_uuid(), expires_at);
             }
             Revocation::User {
                 id,
@@ -95,18 +156,14 @@ impl RevocationState {
         }
     }
 
-    /// Whether the token `jti` of user `sub`, issued at `iat` (Unix
-    /// seconds), is revoked; `None` when the state is too old to say.
-    pub fn revokes(&self, jti: Uuid, sub: Uuid, iat: u64) -> Option<bool> {
+    /// Whether the token `jti` of session `sid` and user `sub`, issued at
+    /// `iat` (Unix seconds), is revoked; `None` when the state is too old
+    /// to say.
+    pub fn revokes(&self, jti: Uuid, sid: Option<Uuid>, sub: Uuid, iat: u64) -> Option<bool> {
         if !self.is_fresh() {
             return None;
         }
-        let logged_out = self
-            .shard(jti)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&jti);
-        if logged_out {
+        if self.tokens.contains(jti) || sid.is_some_and(|sid| self.sessions.contains(sid)) {
             return Some(true);
         }
         let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
@@ -143,39 +200,30 @@ impl RevocationState {
         age <= self.max_staleness
     }
 
-    /// Forgets the logged-out tokens whose `expires_at` is before `now`
-    /// (Unix seconds). Returns how many were forgotten.
+    /// Forgets the logged-out tokens and ended sessions whose `expires_at`
+    /// is before `now` (Unix seconds). Returns how many were forgotten.
     pub fn forget_expired(&self, now: i64) -> usize {
-        let mut forgotten = 0;
-        for shard in &self.tokens {
-            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
-            let before = shard.len();
-            shard.retain(|_, expires_at| *expires_at >= now);
-            forgotten += before - shard.len();
-        }
-        forgotten
+        self.tokens.forget_expired(now) + self.sessions.forget_expired(now)
     }
 
-    /// How many logged-out tokens and restricted users are held.
-    pub fn len(&self) -> (usize, usize) {
-        let tokens = self
-            .tokens
-            .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum();
-        let users = self
-            .users
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
-        (tokens, users)
+    /// How many entries of each kind are held.
+    pub fn held(&self) -> HeldRevocations {
+        HeldRevocations {
+            tokens: self.tokens.len(),
+            sessions: self.sessions.len(),
+            users: self
+                .users
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UserId;
+    use crate::domain::{SessionId, UserId};
 
     fn fresh() -> RevocationState {
         let state = RevocationState::new(Duration::from_secs(60));
@@ -186,11 +234,11 @@ mod tests {
     #[test]
     fn a_state_that_never_synced_or_synced_long_ago_says_nothing() {
         let state = RevocationState::new(Duration::from_secs(3));
-        assert_eq!(state.revokes(Uuid::new_v4(), Uuid::new_v4(), 1), None);
+        assert_eq!(state.revokes(Uuid::new_v4(), None, Uuid::new_v4(), 1), None);
         let synced = Instant::now();
         state.mark_synced(synced);
         assert_eq!(
-            state.revokes(Uuid::new_v4(), Uuid::new_v4(), 1),
+            state.revokes(Uuid::new_v4(), None, Uuid::new_v4(), 1),
             Some(false)
         );
         assert!(state.is_fresh_at(synced + Duration::from_millis(2_999)));
@@ -203,15 +251,35 @@ mod tests {
         let (jti, user) = (Uuid::new_v4(), Uuid::new_v4());
         let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
         state.apply(Revocation::Token { jti, expires_at });
-        assert_eq!(state.revokes(jti, user, 1), Some(true));
-        assert_eq!(state.revokes(Uuid::new_v4(), user, 1), Some(false));
+        assert_eq!(state.revokes(jti, None, user, 1), Some(true));
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 1), Some(false));
         assert_eq!(
             state.forget_expired(expires_at),
             0,
             "kept through its last second"
         );
         assert_eq!(state.forget_expired(expires_at + 1), 1);
-        assert_eq!(state.revokes(jti, user, 1), Some(false));
+        assert_eq!(state.revokes(jti, None, user, 1), Some(false));
+    }
+
+    #[test]
+    fn an_ended_session_revokes_every_token_that_names_it() {
+        let state = fresh();
+        let (session, user) = (SessionId::generate(), Uuid::new_v4());
+        let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
+        state.apply(Revocation::Session {
+            id: session,
+            expires_at,
+        });
+        let sid = Some(session.as_uuid());
+        assert_eq!(state.revokes(Uuid::new_v4(), sid, user, 1), Some(true));
+        assert_eq!(
+            state.revokes(Uuid::new_v4(), Some(Uuid::new_v4()), user, 1),
+            Some(false)
+        );
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 1), Some(false));
+        assert_eq!(state.forget_expired(expires_at + 1), 1);
+        assert_eq!(state.revokes(Uuid::new_v4(), sid, user, 1), Some(false));
     }
 
     #[test]
@@ -220,7 +288,7 @@ mod tests {
         let jti = Uuid::new_v4();
         let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
         state.apply(Revocation::Token { jti, expires_at });
-        assert_eq!(state.len(), (0, 0));
+        assert_eq!(state.held().tokens, 0);
     }
 
     #[test]
@@ -233,15 +301,15 @@ mod tests {
             tokens_valid_after: cutoff,
         };
         state.apply(restrict(false, Some(50)));
-        assert_eq!(state.revokes(Uuid::new_v4(), user, 49), Some(true));
-        assert_eq!(state.revokes(Uuid::new_v4(), user, 50), Some(false));
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 49), Some(true));
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 50), Some(false));
         state.apply(restrict(false, Some(40)));
-        assert_eq!(state.revokes(Uuid::new_v4(), user, 49), Some(true));
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 49), Some(true));
 
         state.apply(restrict(true, Some(50)));
-        assert_eq!(state.revokes(Uuid::new_v4(), user, 60), Some(true));
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 60), Some(true));
         state.apply(restrict(false, Some(50)));
-        assert_eq!(state.revokes(Uuid::new_v4(), user, 60), Some(false));
+        assert_eq!(state.revokes(Uuid::new_v4(), None, user, 60), Some(false));
     }
 
     #[test]
@@ -256,7 +324,10 @@ mod tests {
             disabled: false,
             tokens_valid_after: None,
         });
-        assert_eq!(state.revokes(Uuid::new_v4(), user, u64::MAX), Some(true));
-        assert_eq!(state.len(), (0, 1));
+        assert_eq!(
+            state.revokes(Uuid::new_v4(), None, user, u64::MAX),
+            Some(true)
+        );
+        assert_eq!(state.held().users, 1);
     }
 }

@@ -17,6 +17,7 @@ use super::keys::{
     apply_edits, explain_open_failure, in_activation_order, is_rotation_due, missing_file,
     plan_bootstrap, plan_revoke, plan_rotation,
 };
+use super::sessions::RefreshTokenKey;
 use crate::store::{Storage as _, Store, StoreError, StoredKey};
 
 /// Where the key material comes from.
@@ -153,6 +154,12 @@ impl SigningKeys {
     /// The in-memory key set tokens are signed and verified with.
     pub fn ring(&self) -> Arc<KeyRing> {
         self.ring.clone()
+    }
+
+    /// The key refresh tokens are made and checked with, derived from the
+    /// key-encryption key: every instance sharing the database has it.
+    pub fn refresh_token_key(&self) -> RefreshTokenKey {
+        RefreshTokenKey::new(self.kek.refresh_token_key())
     }
 
     /// Reads the keys again and installs them when they changed. A key that

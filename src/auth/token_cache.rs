@@ -107,6 +107,7 @@ mod tests {
             exp,
             username: "alice".into(),
             roles: vec!["reader".into()],
+            sid: Some(Uuid::new_v4()),
         })
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys::{KeyRing, NoSigner, PublicJwk};
-use crate::domain::{Role, UserId};
+use crate::domain::{Role, SessionId, UserId};
 
 /// The `typ` header of our tokens (RFC 9068).
 const TOKEN_TYPE: &str = "at+jwt";
@@ -59,6 +59,10 @@ pub struct Claims {
     pub username: String,
     /// The user's roles when the token was issued.
     pub roles: Vec<String>,
+    /// The session that issued the token; absent from tokens issued
+    /// before sessions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 /// Why a token is not valid.
@@ -107,6 +111,8 @@ pub struct AccessTokens {
     keys: Arc<KeyRing>,
     header: Header,
     validation: Validation,
+    /// The same checks but the expiry's.
+    validation_ignoring_expiry: Validation,
     settings: TokenSettings,
 }
 
@@ -132,11 +138,14 @@ impl AccessTokens {
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
+        let mut validation_ignoring_expiry = validation.clone();
+        validation_ignoring_expiry.validate_exp = false;
 
         Self {
             keys,
             header,
             validation,
+            validation_ignoring_expiry,
             settings,
         }
     }
@@ -146,14 +155,15 @@ impl AccessTokens {
         &self.settings
     }
 
-    /// Signs a new token for `user`, issued at `issued_at` (seconds since
-    /// the epoch).
+    /// Signs a new token for `user` in `session`, issued at `issued_at`
+    /// (seconds since the epoch).
     ///
     /// # Errors
     /// When no key can sign now, or signing fails.
     pub fn issue(
         &self,
         user: UserId,
+        session: SessionId,
         username: &str,
         roles: &[Role],
         issued_at: u64,
@@ -170,6 +180,7 @@ impl AccessTokens {
             exp: issued_at + self.settings.ttl.as_secs(),
             username: username.to_owned(),
             roles: roles.iter().map(|role| role.as_str().to_owned()).collect(),
+            sid: Some(session.as_uuid()),
         };
         let token = jsonwebtoken::encode(&header, &claims, key.encoding())?;
         Ok(IssuedToken {
@@ -185,6 +196,24 @@ impl AccessTokens {
     /// # Errors
     /// The reason the token is not valid.
     pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
+        self.verify_with(token, true)
+    }
+
+    /// The claims of a token of ours, whether it has expired or not: for a
+    /// Logout, which may end the session of an expired token.
+    ///
+    /// # Errors
+    /// The reason the token is not valid, other than its expiry.
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<Claims, InvalidToken> {
+        self.verify_with(token, false)
+    }
+
+    fn verify_with(&self, token: &str, check_expiry: bool) -> Result<Claims, InvalidToken> {
+        let validation = if check_expiry {
+            &self.validation
+        } else {
+            &self.validation_ignoring_expiry
+        };
         let header = jsonwebtoken::decode_header(token).map_err(|_| InvalidToken::Malformed)?;
         if !header.typ.as_deref().is_some_and(|typ| {
             typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
@@ -210,7 +239,7 @@ impl AccessTokens {
         let claims = self
             .keys
             .with_verifier(kid, now_seconds(), |key| {
-                jsonwebtoken::decode::<Claims>(token, key.decoding(), &self.validation)
+                jsonwebtoken::decode::<Claims>(token, key.decoding(), validation)
             })
             .ok_or(InvalidToken::BadSignature)?
             .map_err(|err| classify(err.kind()))?
@@ -220,7 +249,7 @@ impl AccessTokens {
         // `exp + leeway`; a revocation row lives until the instant
         // `exp + leeway` and may be purged right after it. The strict check
         // makes the two windows the same, so a purge never revives a token.
-        if now >= claims.exp.saturating_add(leeway) {
+        if check_expiry && now >= claims.exp.saturating_add(leeway) {
             return Err(InvalidToken::Expired);
         }
         if claims.iat > now.saturating_add(leeway) {
@@ -262,7 +291,9 @@ mod tests {
 
     fn issue_expiring_at(tokens: &AccessTokens, exp: u64) -> String {
         let iat = exp - 60;
-        let issued = tokens.issue(UserId::generate(), "alice", &[], iat).unwrap();
+        let issued = tokens
+            .issue(UserId::generate(), SessionId::generate(), "alice", &[], iat)
+            .unwrap();
         secrecy::ExposeSecret::expose_secret(&issued.token).to_owned()
     }
 
@@ -286,6 +317,7 @@ mod tests {
         let issued = tokens
             .issue(
                 user,
+                SessionId::generate(),
                 "alice",
                 &[Role::parse("admin").unwrap()],
                 jsonwebtoken::get_current_timestamp(),
@@ -324,6 +356,7 @@ mod key_tests {
         let issued = theirs
             .issue(
                 UserId::generate(),
+                SessionId::generate(),
                 "alice",
                 &[],
                 jsonwebtoken::get_current_timestamp(),

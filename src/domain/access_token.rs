@@ -16,17 +16,7 @@ impl AccessToken {
     /// # Errors
     /// [`InvalidInput`] when it is empty or longer than [`Self::MAX_BYTES`].
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
-        let raw = raw.into();
-        if raw.is_empty() {
-            return Err(InvalidInput::new("access_token", "must not be empty"));
-        }
-        if raw.len() > Self::MAX_BYTES {
-            return Err(InvalidInput::new(
-                "access_token",
-                format!("must be at most {} bytes", Self::MAX_BYTES),
-            ));
-        }
-        Ok(Self(SecretString::from(raw)))
+        super::bounded_secret("access_token", raw.into(), Self::MAX_BYTES).map(Self)
     }
 
     /// The token's text, for the verifier alone.

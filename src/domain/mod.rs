@@ -3,13 +3,17 @@
 
 mod access_token;
 mod password;
+mod refresh_token;
 mod role;
+mod session_id;
 mod user_id;
 mod username;
 
 pub use access_token::AccessToken;
 pub use password::Password;
+pub use refresh_token::RefreshToken;
 pub use role::Role;
+pub use session_id::SessionId;
 pub use user_id::UserId;
 pub use username::Username;
 
@@ -30,4 +34,23 @@ impl InvalidInput {
             problem: problem.into(),
         }
     }
+}
+
+/// A secret a client sent as `field`, checked to be neither empty nor
+/// longer than `max_bytes` before anything parses it.
+fn bounded_secret(
+    field: &'static str,
+    raw: String,
+    max_bytes: usize,
+) -> Result<secrecy::SecretString, InvalidInput> {
+    if raw.is_empty() {
+        return Err(InvalidInput::new(field, "must not be empty"));
+    }
+    if raw.len() > max_bytes {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {max_bytes} bytes"),
+        ));
+    }
+    Ok(secrecy::SecretString::from(raw))
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::pb::{LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest};
+use super::pb::{LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, ValidateTokenRequest};
 
 const REDACTED: &str = "[REDACTED]";
 
@@ -24,6 +24,9 @@ impl fmt::Debug for LoginResponse {
             .field("expires_in", &self.expires_in)
             .field("expires_at", &self.expires_at)
             .field("user_id", &self.user_id)
+            .field("refresh_token", &REDACTED)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("session_id", &self.session_id)
             .finish()
     }
 }
@@ -32,6 +35,15 @@ impl fmt::Debug for LogoutRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogoutRequest")
             .field("access_token", &REDACTED)
+            .field("scope", &self.scope())
+            .finish()
+    }
+}
+
+impl fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &REDACTED)
             .finish()
     }
 }
@@ -68,8 +80,22 @@ mod tests {
             ),
             format!(
                 "{:?}",
+                LoginResponse {
+                    refresh_token: secret.to_owned(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
                 LogoutRequest {
                     access_token: secret.to_owned(),
+                    scope: 0,
+                }
+            ),
+            format!(
+                "{:?}",
+                RefreshRequest {
+                    refresh_token: secret.to_owned(),
                 }
             ),
             format!(

@@ -1,6 +1,6 @@
 //! `auth.v1.AuthService` over the [`Authenticator`].
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use secrecy::ExposeSecret as _;
 use tokio::sync::Semaphore;
@@ -8,12 +8,17 @@ use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::Level;
 
 use super::pb::{
-    self, GetJwksRequest, GetJwksResponse, JsonWebKey, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, TokenInvalidReason, ValidateTokenRequest, ValidateTokenResponse,
+    self, GetJwksRequest, GetJwksResponse, JsonWebKey, ListSessionsRequest, ListSessionsResponse,
+    LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
+    RevokeSessionRequest, RevokeSessionResponse, TokenInvalidReason, ValidateTokenRequest,
+    ValidateTokenResponse,
 };
 use crate::{
-    auth::{Authenticator, InvalidToken, PublicJwk, Validity},
-    domain::{AccessToken, Password, Username},
+    auth::{
+        Authenticator, ClientInfo, Grant, InvalidToken, LogoutScope, PublicJwk, UserSession,
+        Validity,
+    },
+    domain::{AccessToken, Password, RefreshToken, SessionId, Username},
 };
 
 /// The gRPC face of the [`Authenticator`].
@@ -50,18 +55,17 @@ impl AuthApi {
     async fn login(
         &self,
         request: LoginRequest,
-        client: Option<IpAddr>,
+        client: ClientInfo,
     ) -> Result<LoginResponse, Status> {
         let username = Username::parse(request.username)?;
         let password = Password::parse(request.password)?;
-        let session = self.auth.login(&username, &password, client).await?;
-        Ok(LoginResponse {
-            access_token: session.access_token.expose_secret().to_owned(),
-            token_type: "Bearer".to_owned(),
-            expires_in: i64::try_from(session.expires_in.as_secs()).unwrap_or(i64::MAX),
-            expires_at: Some(timestamp(session.expires_at)),
-            user_id: session.user_id.to_string(),
-        })
+        let grant = self.auth.login(&username, &password, &client).await?;
+        Ok(login_response(grant))
+    }
+
+    async fn refresh(&self, request: RefreshRequest) -> Result<LoginResponse, Status> {
+        let token = RefreshToken::parse(request.refresh_token)?;
+        Ok(login_response(self.auth.refresh(&token).await?))
     }
 
     async fn logout(
@@ -69,14 +73,44 @@ impl AuthApi {
         request: LogoutRequest,
         metadata: &MetadataMap,
     ) -> Result<LogoutResponse, Status> {
+        let scope = match pb::LogoutScope::try_from(request.scope) {
+            Ok(pb::LogoutScope::Unspecified | pb::LogoutScope::Session) => LogoutScope::Session,
+            Ok(pb::LogoutScope::User) => LogoutScope::User,
+            Ok(pb::LogoutScope::OtherSessions) => LogoutScope::OtherSessions,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "scope {} is not a LogoutScope",
+                    request.scope
+                )));
+            }
+        };
         let raw = if request.access_token.is_empty() {
             bearer_token(metadata)?
         } else {
             request.access_token
         };
         let token = AccessToken::parse(raw)?;
-        self.auth.logout(&token).await?;
+        self.auth.logout(&token, scope).await?;
         Ok(LogoutResponse {})
+    }
+
+    async fn list_sessions(&self, metadata: &MetadataMap) -> Result<ListSessionsResponse, Status> {
+        let token = AccessToken::parse(bearer_token(metadata)?)?;
+        let sessions = self.auth.list_sessions(&token).await?;
+        Ok(ListSessionsResponse {
+            sessions: sessions.into_iter().map(session).collect(),
+        })
+    }
+
+    async fn revoke_session(
+        &self,
+        request: RevokeSessionRequest,
+        metadata: &MetadataMap,
+    ) -> Result<RevokeSessionResponse, Status> {
+        let token = AccessToken::parse(bearer_token(metadata)?)?;
+        let id = SessionId::parse(&request.session_id)?;
+        self.auth.revoke_session(&token, id).await?;
+        Ok(RevokeSessionResponse {})
     }
 
     async fn validate(
@@ -94,6 +128,7 @@ impl AuthApi {
                 jti: claims.jti.to_string(),
                 issued_at: Some(timestamp(claims.iat)),
                 expires_at: Some(timestamp(claims.exp)),
+                session_id: claims.sid.map(|sid| sid.to_string()).unwrap_or_default(),
             },
             Validity::Invalid(reason) => ValidateTokenResponse {
                 valid: false,
@@ -111,11 +146,51 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
         let started = Instant::now();
-        let client = request.remote_addr().map(|addr| addr.ip());
+        let client = ClientInfo {
+            address: request.remote_addr().map(|addr| addr.ip()),
+            user_agent: request
+                .metadata()
+                .get("user-agent")
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        };
         let result = self
             .limited(AuthApi::login(self, request.into_inner(), client))
             .await;
         logged("Login", Level::INFO, started, result)
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let started = Instant::now();
+        let result = self
+            .limited(AuthApi::refresh(self, request.into_inner()))
+            .await;
+        logged("Refresh", Level::INFO, started, result)
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let started = Instant::now();
+        let result = self
+            .limited(AuthApi::list_sessions(self, request.metadata()))
+            .await;
+        logged("ListSessions", Level::INFO, started, result)
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let started = Instant::now();
+        let (metadata, _, message) = request.into_parts();
+        let result = self
+            .limited(AuthApi::revoke_session(self, message, &metadata))
+            .await;
+        logged("RevokeSession", Level::INFO, started, result)
     }
 
     async fn logout(
@@ -153,6 +228,39 @@ impl pb::auth_service_server::AuthService for AuthApi {
             })
             .await;
         logged("GetJwks", Level::DEBUG, started, result)
+    }
+}
+
+fn login_response(grant: Grant) -> LoginResponse {
+    LoginResponse {
+        access_token: grant.access_token.expose_secret().to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in: i64::try_from(grant.expires_in.as_secs()).unwrap_or(i64::MAX),
+        expires_at: Some(timestamp(grant.expires_at)),
+        user_id: grant.user_id.to_string(),
+        refresh_token: grant.refresh_token.expose_secret().to_owned(),
+        refresh_expires_at: Some(instant(grant.refresh_expires_at)),
+        session_id: grant.session_id.to_string(),
+    }
+}
+
+fn session(listed: UserSession) -> pb::Session {
+    let session = listed.session;
+    pb::Session {
+        session_id: session.id.to_string(),
+        created_at: Some(instant(session.created_at)),
+        last_refreshed_at: Some(instant(session.last_refreshed_at)),
+        expires_at: Some(instant(session.expires_at)),
+        client_address: session.client_address.unwrap_or_default(),
+        user_agent: session.user_agent.unwrap_or_default(),
+        current: listed.current,
+    }
+}
+
+fn instant(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
     }
 }
 

@@ -23,6 +23,10 @@ impl From<AuthError> for Status {
             AuthError::InvalidToken(reason) => {
                 Status::unauthenticated(format!("the access token is {reason}"))
             }
+            // One message whatever the cause: unknown, spent, ended or
+            // expired tell a thief nothing.
+            AuthError::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
+            AuthError::SessionNotFound => Status::not_found("no such session"),
             AuthError::Unavailable(cause) => {
                 tracing::warn!(error = %chain(&cause), "database unavailable");
                 Status::unavailable("the service cannot reach its database; retry later")

@@ -1,6 +1,7 @@
 //! The purge: deletes what is kept only for a while (expired revocations,
 //! deleted users past their tokens' lifetime, old failed Logins, keys
-//! retired or revoked past their tokens' lifetime), as one
+//! retired or revoked past their tokens' lifetime, sessions that can
+//! neither refresh nor have a current access token), as one
 //! pass that `authd purge` runs once and the server runs periodically.
 
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct PurgeReport {
     pub failed_logins: u64,
     /// Signing keys retired or revoked longer than any token lives.
     pub signing_keys: u64,
+    /// Sessions ended or expired, whose access tokens have all expired.
+    pub sessions: u64,
 }
 
 /// The outcome of one pass.
@@ -95,11 +98,13 @@ pub async fn purge_once(store: &Store, settings: &PurgeSettings) -> Result<Purge
     let signing_keys = store
         .forget_signing_keys(now - settings.signing_key_retention)
         .await?;
+    let sessions = store.forget_sessions(now, settings.batch_size).await?;
     Ok(PurgePass::Done(PurgeReport {
         revocations,
         deleted_users,
         failed_logins,
         signing_keys,
+        sessions,
     }))
 }
 

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::{
     AddUserError, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome, Revocation,
-    RevocationNotifications, StoreError, StoredKey, UserRecord,
+    RevocationNotifications, SessionRecord, SessionSelection, StoreError, StoredKey, UserRecord,
 };
-use crate::domain::{UserId, Username};
+use crate::domain::{SessionId, UserId, Username};
 
 /// What a storage backend does for authd. [`super::Store`] implements it by
 /// handing each call to the backend the database URL chose; the PostgreSQL
@@ -252,5 +252,82 @@ pub trait Storage {
     fn forget_signing_keys(
         &self,
         before: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Sets the cut-off of user `user`: its tokens issued before `cutoff`
+    /// are revoked, and its sessions started before it end (a later cut-off
+    /// already in place stays). Returns the user's standing as the
+    /// in-memory state takes it, or `None` when there is no such user.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn cut_off_user(
+        &self,
+        user: UserId,
+        cutoff: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<Revocation>, StoreError>> + Send;
+
+    /// Stores a new session.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails (a session id is never
+    /// reused: a clash is an error too).
+    fn create_session(
+        &self,
+        session: &SessionRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Changes session `id` as `decide` does from it and its user, as one
+    /// transaction: concurrent changes of one session, from any process on
+    /// the database, run one after another, each decided from what the one
+    /// before left. `decide` gets `None` when there is no such session, and
+    /// returns the session's new state (`None`: unchanged) beside what to
+    /// return.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then changed.
+    fn update_session<T: Send>(
+        &self,
+        id: SessionId,
+        decide: impl FnOnce(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T) + Send,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send;
+
+    /// The live sessions of `user` at `now` (not ended, not expired, not
+    /// started before the user's cut-off), newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn list_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<SessionRecord>, StoreError>> + Send;
+
+    /// Ends, as of `at`, the sessions of `user` that `which` selects, and
+    /// returns the revocations that makes, as the in-memory state takes
+    /// them (for [`SessionSelection::One`], also when it had ended before;
+    /// empty when it is not the user's).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing is then promised.
+    fn end_sessions(
+        &self,
+        user: UserId,
+        which: SessionSelection,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<Revocation>, StoreError>> + Send;
+
+    /// Deletes the sessions that can neither refresh nor have a current
+    /// access token at `now` (ended or expired, and past their last access
+    /// token's expiry), at most `batch_size` rows per statement. Returns
+    /// how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; the batches deleted before
+    /// the failure stay deleted.
+    fn forget_sessions(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -16,10 +16,11 @@ use uuid::Uuid;
 
 pub use contract::Storage;
 pub use records::{
-    AddUserError, FailedLogins, KeyEdit, NewUser, PurgeOutcome, Revocation, StoredKey, UserRecord,
+    AddUserError, FailedLogins, KeyEdit, NewUser, PurgeOutcome, Revocation, SessionRecord,
+    SessionSelection, StoredKey, UserRecord,
 };
 
-use crate::domain::{UserId, Username};
+use crate::domain::{SessionId, UserId, Username};
 
 /// How long one database operation may take unless configured otherwise.
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
@@ -408,6 +409,57 @@ impl Storage for Store {
     async fn forget_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         on_backend!(self, store => store.forget_signing_keys(before).await)
     }
+
+    async fn cut_off_user(
+        &self,
+        user: UserId,
+        cutoff: OffsetDateTime,
+    ) -> Result<Option<Revocation>, StoreError> {
+        on_backend!(self, store => store.cut_off_user(user, cutoff).await)
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        on_backend!(self, store => store.create_session(session).await)
+    }
+
+    async fn update_session<T: Send>(
+        &self,
+        id: SessionId,
+        decide: impl FnOnce(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T) + Send,
+    ) -> Result<T, StoreError> {
+        on_backend!(self, store => store.update_session(id, decide).await)
+    }
+
+    async fn list_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        on_backend!(self, store => store.list_sessions(user, now).await)
+    }
+
+    async fn end_sessions(
+        &self,
+        user: UserId,
+        which: SessionSelection,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        on_backend!(self, store => store.end_sessions(user, which, at).await)
+    }
+
+    async fn forget_sessions(
+        &self,
+        now: OffsetDateTime,
+        batch_size: u32,
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, store => store.forget_sessions(now, batch_size).await)
+    }
+}
+
+/// Unix seconds of `at`, rounded up: an expiry or a cut-off is never moved
+/// earlier.
+pub(crate) fn unix_seconds_up(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp() + i64::from(at.nanosecond() > 0)
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Role, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, Username};
 
 /// A user as stored.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// The user's id, the `sub` of its tokens.
     pub id: UserId,
@@ -97,6 +98,53 @@ pub enum Revocation {
         /// The user.
         id: UserId,
     },
+    /// The session `id` ended: every access token it issued is revoked.
+    /// Forget it after `expires_at` (Unix seconds), when the last of them
+    /// can no longer validate anyway.
+    Session {
+        /// The session.
+        id: SessionId,
+        /// Unix seconds.
+        expires_at: i64,
+    },
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session's id, the `sid` of its access tokens.
+    pub id: SessionId,
+    /// Whose it is.
+    pub user_id: UserId,
+    /// When the Login that started it happened.
+    pub created_at: OffsetDateTime,
+    /// When its newest refresh token was issued.
+    pub last_refreshed_at: OffsetDateTime,
+    /// When the newest refresh token lapses unless used.
+    pub expires_at: OffsetDateTime,
+    /// The latest `expires_at` may ever be.
+    pub max_expires_at: OffsetDateTime,
+    /// Set once the session has ended.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The client's address at Login.
+    pub client_address: Option<String>,
+    /// The client's `user-agent` at Login.
+    pub user_agent: Option<String>,
+    /// The generation of the newest refresh token (the first is 1).
+    pub generation: u64,
+    /// The latest `exp` plus leeway of an access token it issued.
+    pub access_expires_at: OffsetDateTime,
+}
+
+/// Which of a user's sessions to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionSelection {
+    /// This one, whether it has ended already or not.
+    One(SessionId),
+    /// Every live one but this.
+    AllBut(SessionId),
+    /// Every live one.
+    All,
 }
 
 /// The failed Logins counted against one key (a canonical username): what

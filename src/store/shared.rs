@@ -5,8 +5,8 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{FailedLogins, StoredKey, UserRecord};
-use crate::domain::{Role, UserId, Username};
+use super::{FailedLogins, Revocation, SessionRecord, StoredKey, UserRecord, unix_seconds_up};
+use crate::domain::{Role, SessionId, UserId, Username};
 
 /// How one backend keeps what the two dialects store differently.
 pub(super) trait Dialect {
@@ -39,6 +39,80 @@ pub(super) trait Dialect {
     /// Whether `err` is the unique index on `users.username_key` refusing a
     /// second user of one name.
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool;
+
+    /// What a `select` appends to lock the rows it reads until the end of
+    /// the transaction, where the dialect needs it.
+    const FOR_UPDATE: &'static str;
+
+    /// The order of a user's sessions, newest first: by `created_at`, and
+    /// where the dialect keeps whole seconds, by insertion within one.
+    const NEWEST_FIRST: &'static str;
+}
+
+/// The columns of `sessions` the store reads, in the order of
+/// [`SESSION_COLUMNS`].
+pub(super) type SessionRow<D> = (
+    Uuid,
+    Uuid,
+    <D as Dialect>::Instant,
+    <D as Dialect>::Instant,
+    <D as Dialect>::Instant,
+    <D as Dialect>::Instant,
+    Option<<D as Dialect>::Instant>,
+    Option<String>,
+    Option<String>,
+    i64,
+    <D as Dialect>::Instant,
+);
+
+/// Every column of `sessions`, in the order of [`SessionRow`].
+pub(super) const SESSION_COLUMNS: &str = "id, user_id, created_at, last_refreshed_at, expires_at, \
+     max_expires_at, revoked_at, client_address, user_agent, generation, access_expires_at";
+
+/// A row of `sessions` as a record.
+pub(super) fn session_record<D: Dialect>(row: SessionRow<D>) -> Result<SessionRecord, sqlx::Error> {
+    let (
+        id,
+        user_id,
+        created_at,
+        last_refreshed_at,
+        expires_at,
+        max_expires_at,
+        revoked_at,
+        client_address,
+        user_agent,
+        generation,
+        access_expires_at,
+    ) = row;
+    Ok(SessionRecord {
+        id: SessionId::from(id),
+        user_id: UserId::from(user_id),
+        created_at: D::read_instant(created_at)?,
+        last_refreshed_at: D::read_instant(last_refreshed_at)?,
+        expires_at: D::read_instant(expires_at)?,
+        max_expires_at: D::read_instant(max_expires_at)?,
+        revoked_at: revoked_at.map(D::read_instant).transpose()?,
+        client_address,
+        user_agent,
+        generation: u64::try_from(generation).map_err(|err| sqlx::Error::Decode(err.into()))?,
+        access_expires_at: D::read_instant(access_expires_at)?,
+    })
+}
+
+/// The revocation an ended session makes, from its id and
+/// `access_expires_at`.
+pub(super) fn session_revocation<D: Dialect>(
+    (id, access_expires_at): (Uuid, <D as Dialect>::Instant),
+) -> Result<Revocation, sqlx::Error> {
+    Ok(Revocation::Session {
+        id: SessionId::from(id),
+        expires_at: unix_seconds_up(D::read_instant(access_expires_at)?),
+    })
+}
+
+/// A generation as stored.
+pub(super) fn stored_generation(generation: u64) -> i64 {
+    i64::try_from(generation).unwrap_or(i64::MAX)
 }
 
 /// The columns of `users` the store reads, in the order of
@@ -149,7 +223,8 @@ pub(super) fn stored_key<D: Dialect>(row: KeyRow<D>) -> Result<StoredKey, sqlx::
 /// `begin_failed_logins_update(key)` that starts a transaction in which
 /// concurrent updates of one key are serialised, and a
 /// `begin_signing_keys_edit()` that starts one in which edits of the
-/// signing keys are.
+/// signing keys are, and a `begin_session_update()` that starts one in
+/// which changes of a session are.
 macro_rules! shared_statements {
     (now = $now:literal) => {
         async fn ping(&self) -> Result<(), StoreError> {
@@ -516,6 +591,218 @@ macro_rules! shared_statements {
                 Ok(outcome)
             })
             .await
+        }
+
+        async fn cut_off_user(
+            &self,
+            user: UserId,
+            cutoff: OffsetDateTime,
+        ) -> Result<Option<Revocation>, StoreError> {
+            let row: Option<(bool, Option<<Self as Dialect>::Instant>)> = self
+                .run(async |conn| {
+                    sqlx::query_as(concat!(
+                        "update users set tokens_valid_after = \
+                         case when tokens_valid_after > $2 then tokens_valid_after else $2 end, \
+                         updated_at = ",
+                        $now,
+                        " where id = $1 returning disabled_at is not null, tokens_valid_after"
+                    ))
+                    .bind(user.as_uuid())
+                    .bind(Self::instant(cutoff))
+                    .persistent(self.prepares())
+                    .fetch_optional(&mut *conn)
+                    .await
+                })
+                .await?;
+            row.map(|(disabled, tokens_valid_after)| {
+                Ok(Revocation::User {
+                    id: user,
+                    disabled,
+                    tokens_valid_after: tokens_valid_after
+                        .map(Self::read_instant)
+                        .transpose()?
+                        .map(unix_seconds_up),
+                })
+            })
+            .transpose()
+            .map_err(StoreError::Query)
+        }
+
+        async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+            let sql = format!(
+                "insert into sessions ({SESSION_COLUMNS}) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            );
+            self.run(async |conn| {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(session.id.as_uuid())
+                    .bind(session.user_id.as_uuid())
+                    .bind(Self::instant(session.created_at))
+                    .bind(Self::instant(session.last_refreshed_at))
+                    .bind(Self::instant(session.expires_at))
+                    .bind(Self::instant(session.max_expires_at))
+                    .bind(session.revoked_at.map(Self::instant))
+                    .bind(session.client_address.as_deref())
+                    .bind(session.user_agent.as_deref())
+                    .bind(stored_generation(session.generation))
+                    .bind(Self::instant(session.access_expires_at))
+                    .persistent(self.prepares())
+                    .execute(&mut *conn)
+                    .await
+            })
+            .await?;
+            Ok(())
+        }
+
+        async fn update_session<T: Send>(
+            &self,
+            id: SessionId,
+            decide: impl FnOnce(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T)
+                + Send,
+        ) -> Result<T, StoreError> {
+            let select_session = format!(
+                "select {SESSION_COLUMNS} from sessions where id = $1{}",
+                Self::FOR_UPDATE
+            );
+            let select_user = format!("{SELECT_USERS}where id = $1");
+            self.with_deadline(async {
+                let mut tx = self.begin_session_update().await?;
+                let session = sqlx::query_as::<_, SessionRow<Self>>(sqlx::AssertSqlSafe(select_session))
+                    .bind(id.as_uuid())
+                    .persistent(self.prepares())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(session_record::<Self>)
+                    .transpose()?;
+                let found = match session {
+                    Some(session) => sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(select_user))
+                        .bind(session.user_id.as_uuid())
+                        .persistent(self.prepares())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(user_record::<Self>)
+                        .transpose()?
+                        .map(|user| (session, user)),
+                    None => None,
+                };
+                let (new, outcome) = decide(found);
+                if let Some(new) = new {
+                    sqlx::query(
+                        "update sessions set generation = $2, last_refreshed_at = $3, \
+                         expires_at = $4, access_expires_at = $5, revoked_at = $6 where id = $1",
+                    )
+                    .bind(id.as_uuid())
+                    .bind(stored_generation(new.generation))
+                    .bind(Self::instant(new.last_refreshed_at))
+                    .bind(Self::instant(new.expires_at))
+                    .bind(Self::instant(new.access_expires_at))
+                    .bind(new.revoked_at.map(Self::instant))
+                    .persistent(self.prepares())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                Ok(outcome)
+            })
+            .await
+        }
+
+        async fn list_sessions(
+            &self,
+            user: UserId,
+            now: OffsetDateTime,
+        ) -> Result<Vec<SessionRecord>, StoreError> {
+            // Sessions started before the user's cut-off ended with it; one
+            // that raced it (a Login checked before, stored after) is left
+            // out here as Refresh refuses it.
+            let sql = format!(
+                "select {SESSION_COLUMNS} from sessions where user_id = $1 \
+                 and revoked_at is null and expires_at > $2 \
+                 and created_at >= coalesce( \
+                     (select tokens_valid_after from users where id = $1), created_at) \
+                 order by {}",
+                Self::NEWEST_FIRST
+            );
+            self.run(async |conn| {
+                sqlx::query_as::<_, SessionRow<Self>>(sqlx::AssertSqlSafe(sql))
+                    .bind(user.as_uuid())
+                    .bind(Self::instant(now))
+                    .persistent(self.prepares())
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .map(session_record::<Self>)
+                    .collect()
+            })
+            .await
+        }
+
+        async fn end_sessions(
+            &self,
+            user: UserId,
+            which: SessionSelection,
+            at: OffsetDateTime,
+        ) -> Result<Vec<Revocation>, StoreError> {
+            let (sql, session) = match which {
+                SessionSelection::One(id) => (
+                    "update sessions set revoked_at = coalesce(revoked_at, $3) \
+                     where user_id = $1 and id = $2 returning id, access_expires_at",
+                    id.as_uuid(),
+                ),
+                SessionSelection::AllBut(id) => (
+                    "update sessions set revoked_at = $3 \
+                     where user_id = $1 and id <> $2 and revoked_at is null \
+                     returning id, access_expires_at",
+                    id.as_uuid(),
+                ),
+                SessionSelection::All => (
+                    "update sessions set revoked_at = $3 \
+                     where user_id = $1 and id <> $2 and revoked_at is null \
+                     returning id, access_expires_at",
+                    Uuid::nil(),
+                ),
+            };
+            self.run(async |conn| {
+                sqlx::query_as::<_, (Uuid, <Self as Dialect>::Instant)>(sql)
+                    .bind(user.as_uuid())
+                    .bind(session)
+                    .bind(Self::instant(at))
+                    .persistent(self.prepares())
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .map(session_revocation::<Self>)
+                    .collect()
+            })
+            .await
+        }
+
+        async fn forget_sessions(
+            &self,
+            now: OffsetDateTime,
+            batch_size: u32,
+        ) -> Result<u64, StoreError> {
+            let mut removed = 0;
+            loop {
+                let done = self
+                    .run(async |conn| {
+                        sqlx::query(
+                            "delete from sessions where id in (select id from sessions \
+                             where access_expires_at < $1 \
+                             and (revoked_at is not null or expires_at < $1) limit $2)",
+                        )
+                        .bind(Self::instant(now))
+                        .bind(i64::from(batch_size))
+                        .persistent(self.prepares())
+                        .execute(&mut *conn)
+                        .await
+                    })
+                    .await?;
+                removed += done.rows_affected();
+                if done.rows_affected() < u64::from(batch_size) {
+                    return Ok(removed);
+                }
+            }
         }
 
         async fn forget_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {

@@ -231,6 +231,67 @@ impl TestSql {
         }
     }
 
+    /// Runs `sql`, written to read the same on both backends.
+    pub(crate) async fn execute(&self, sql: &str) -> u64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Self::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Self::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+        }
+    }
+
+    /// The one `bigint` that `sql` selects.
+    pub(crate) async fn scalar(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+
+    /// Every stored value of every session, as text: what a copy of the
+    /// table would give away.
+    pub(crate) async fn session_dump(&self) -> Vec<String> {
+        let sql = "select * from sessions";
+        let mut values = Vec::new();
+        match self {
+            Self::Postgres(pool) => {
+                use sqlx::{Row as _, ValueRef as _};
+                for row in sqlx::query(sql).fetch_all(pool).await.unwrap() {
+                    for index in 0..row.len() {
+                        let raw = row.try_get_raw(index).unwrap();
+                        if !raw.is_null() {
+                            values.push(format!("{:?}", raw.as_bytes().unwrap_or_default()));
+                        }
+                    }
+                    values.push(format!("{row:?}"));
+                }
+            }
+            Self::Sqlite(pool) => {
+                use sqlx::Row as _;
+                for row in sqlx::query(sql).fetch_all(pool).await.unwrap() {
+                    for index in 0..row.len() {
+                        if let Ok(Some(bytes)) = row.try_get::<Option<Vec<u8>>, _>(index) {
+                            values.push(format!("{bytes:?}"));
+                        }
+                        if let Ok(Some(text)) = row.try_get::<Option<String>, _>(index) {
+                            values.push(text);
+                        }
+                    }
+                }
+            }
+        }
+        values
+    }
+
     /// Sets every user's cut-off to `at`.
     pub(crate) async fn set_cutoff(&self, at: OffsetDateTime) {
         let sql = "update users set tokens_valid_after = $1";
@@ -377,9 +438,19 @@ impl TestApp {
         self.client
             .logout(LogoutRequest {
                 access_token: token.to_owned(),
+                ..Default::default()
             })
             .await
             .map(|_| ())
+    }
+
+    pub(crate) async fn refresh(&mut self, token: &str) -> Result<LoginResponse, tonic::Status> {
+        self.client
+            .refresh(authd::grpc::pb::RefreshRequest {
+                refresh_token: token.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub(crate) async fn validate(&mut self, token: &str) -> ValidateTokenResponse {

@@ -7,6 +7,7 @@ use crate::helpers::{Backend, Forger, World, now, on_both_backends};
 fn logout_request(token: &str) -> LogoutRequest {
     LogoutRequest {
         access_token: token.to_owned(),
+        ..Default::default()
     }
 }
 

@@ -12,6 +12,7 @@ mod operations;
 mod passwords;
 mod pooler;
 mod purge;
+mod sessions;
 mod store;
 mod throttle;
 mod tls;

@@ -295,6 +295,67 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     assert 'priority="idle"' in log, log
 
 
+def test_sessions_refresh_rotate_and_a_reused_token_ends_the_session(pb, database):
+    auth_pb2, auth_pb2_grpc = pb
+    assert cli(database, "user", "add", "frank", "--password-stdin", stdin=PASSWORD).returncode == 0
+    server = Authd(database)
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            login = stub.Login(auth_pb2.LoginRequest(username="frank", password=PASSWORD))
+            assert login.refresh_token.startswith("authd_rt_") and login.session_id
+            first = stub.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token))
+            second = stub.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))
+            assert len({login.refresh_token, first.refresh_token, second.refresh_token}) == 3
+            assert first.session_id == second.session_id == login.session_id
+            checked = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=second.access_token))
+            assert checked.valid and checked.session_id == login.session_id
+
+            # The first refresh token again: spent twice over, a copy. The
+            # session ends, with every access token it issued.
+            with pytest.raises(grpc.RpcError) as reused:
+                stub.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token))
+            assert reused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            for token in (login.access_token, first.access_token, second.access_token):
+                answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
+                assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
+            with pytest.raises(grpc.RpcError) as ended:
+                stub.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token))
+            assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+            # A live session, listed with what the Login came with.
+            live = stub.Login(auth_pb2.LoginRequest(username="frank", password=PASSWORD))
+            bearer = [("authorization", f"Bearer {live.access_token}")]
+            listed = stub.ListSessions(auth_pb2.ListSessionsRequest(), metadata=bearer).sessions
+            assert [s.session_id for s in listed] == [live.session_id]
+            assert listed[0].current and listed[0].client_address == "127.0.0.1"
+            assert "grpc-python" in listed[0].user_agent, listed[0].user_agent
+
+        # grpcurl, as the README shows it.
+        refreshed = json.loads(grpcurl("auth.v1.AuthService/Refresh",
+                                       {"refreshToken": live.refresh_token}, server.addr))
+        assert refreshed["sessionId"] == live.session_id and refreshed["refreshToken"] != live.refresh_token
+
+        # The operator's view, and ending every session from the shell.
+        sessions = cli(database, "user", "sessions", "frank")
+        assert sessions.returncode == 0, sessions.stderr
+        assert live.session_id in sessions.stdout and login.session_id not in sessions.stdout
+        assert cli(database, "user", "logout", "frank").returncode == 0
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as logged_out:
+                stub.Refresh(auth_pb2.RefreshRequest(refresh_token=refreshed["refreshToken"]))
+            assert logged_out.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "no live sessions" in cli(database, "user", "sessions", "frank").stdout
+    finally:
+        assert server.terminate() == 0
+    log = server.output()
+    assert 'method="Refresh"' in log and "a spent refresh token was used again" in log
+    for secret in (login.refresh_token, first.refresh_token, refreshed["refreshToken"],
+                   login.refresh_token[len("authd_rt_"):][-43:]):
+        assert secret not in log
+
+
 def test_pyjwt_verifies_tokens_with_the_key_set_from_get_jwks(pb, database):
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "dora", "--role", "ops", "--password-stdin",
@@ -436,6 +497,7 @@ def test_purge_empties_revocations_after_expiry(pb, database):
     finally:
         assert server.terminate() == 0
 
+    # The periodic pass took the ended session with its token's row.
     purged = cli(database, "purge")
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout.splitlines() == [
@@ -443,6 +505,7 @@ def test_purge_empties_revocations_after_expiry(pb, database):
         "deleted users: 0",
         "failed logins: 0",
         "signing keys: 0",
+        "sessions: 0",
     ], purged.stdout
 
 

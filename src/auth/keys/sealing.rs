@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
-    digest,
+    digest, hkdf, hmac,
 };
 use base64::{
     Engine as _,
@@ -19,11 +19,16 @@ use super::files::{ensure_private, write_private_file_once};
 /// The first byte of every sealed key: the format, should it ever change.
 const FORMAT: u8 = 1;
 
+/// The HKDF purpose of the refresh-token key.
+const REFRESH_TOKEN_KEY_INFO: &[u8] = b"authd refresh tokens v1";
+
 /// The key that seals the private signing keys kept in the database.
 /// Instances sharing a database must share it.
 pub struct KeyEncryptionKey {
     key: LessSafeKey,
     id: String,
+    /// The key that authenticates refresh tokens, derived from this one.
+    refresh_tokens: hmac::Key,
 }
 
 impl std::fmt::Debug for KeyEncryptionKey {
@@ -114,10 +119,24 @@ impl KeyEncryptionKey {
         context.update(b"authd key-encryption key\0");
         context.update(bytes);
         let id = URL_SAFE_NO_PAD.encode(&context.finish().as_ref()[..9]);
+        // HKDF with a purpose of its own: one secret kept outside the
+        // database serves both, and neither key tells anything of the other.
+        let refresh_tokens = hkdf::Salt::new(hkdf::HKDF_SHA256, b"authd")
+            .extract(bytes)
+            .expand(&[REFRESH_TOKEN_KEY_INFO], hmac::HMAC_SHA256)
+            .map(hmac::Key::from)
+            .map_err(|_| anyhow::anyhow!("cannot derive the refresh-token key"))?;
         Ok(Self {
             key: LessSafeKey::new(key),
             id,
+            refresh_tokens,
         })
+    }
+
+    /// The key that authenticates refresh tokens: derived from this one,
+    /// so that a copy of the database cannot make them.
+    pub(crate) fn refresh_token_key(&self) -> hmac::Key {
+        self.refresh_tokens.clone()
     }
 
     /// A short id of this key (not derived from it in any way that helps

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    domain::UserId,
+    domain::{SessionId, UserId},
     store::{FeedCursor, Revocation, StoreError},
 };
 
@@ -71,6 +71,7 @@ impl PgStore {
         )
         .await?;
         self.read_deleted_users(None, apply).await?;
+        self.read_ended_sessions(None, clock, apply).await?;
         Ok(FeedCursor::at(clock))
     }
 
@@ -120,7 +121,50 @@ impl PgStore {
         self.read_users("updated_at >= $1", Some(since), apply)
             .await?;
         self.read_deleted_users(Some(since), apply).await?;
+        self.read_ended_sessions(Some(since), clock, apply).await?;
         Ok(FeedCursor::at(clock))
+    }
+
+    /// The sessions ended since `since` (all, without it) whose access
+    /// tokens may still be current at `clock`, in pages of (revoked_at, id).
+    async fn read_ended_sessions(
+        &self,
+        since: Option<OffsetDateTime>,
+        clock: OffsetDateTime,
+        apply: &mut (dyn FnMut(Revocation) + Send),
+    ) -> Result<(), StoreError> {
+        let (mut after_at, mut after_id) =
+            (since.unwrap_or(OffsetDateTime::UNIX_EPOCH), Uuid::nil());
+        loop {
+            let sql = format!(
+                "select revoked_at, id, {} from sessions \
+                 where revoked_at is not null and (revoked_at, id) > ($1, $2) \
+                 and access_expires_at >= $3 order by revoked_at, id limit $4",
+                unix("access_expires_at")
+            );
+            let rows: Vec<(OffsetDateTime, Uuid, i64)> = self
+                .run(async |conn| {
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(after_at)
+                        .bind(after_id)
+                        .bind(clock)
+                        .bind(PAGE)
+                        .persistent(self.prepares())
+                        .fetch_all(&mut *conn)
+                        .await
+                })
+                .await?;
+            for &(_, id, expires_at) in &rows {
+                apply(Revocation::Session {
+                    id: SessionId::from(id),
+                    expires_at,
+                });
+            }
+            match rows.last() {
+                Some(&(at, id, _)) if rows.len() as i64 == PAGE => (after_at, after_id) = (at, id),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// The database's clock: the cursor is kept in its time, not ours.
@@ -247,6 +291,10 @@ fn parse_payload(payload: &str) -> Option<Revocation> {
         ("deleted", id) => Revocation::UserDeleted {
             id: UserId::from(id.parse::<Uuid>().ok()?),
         },
+        ("session", id) => Revocation::Session {
+            id: SessionId::from(id.parse::<Uuid>().ok()?),
+            expires_at: words.next()?.parse().ok()?,
+        },
         _ => return None,
     };
     words.next().is_none().then_some(revocation)
@@ -288,8 +336,16 @@ mod tests {
                 id: UserId::from(id)
             })
         );
+        assert_eq!(
+            parse_payload(&format!("session {id} 1700000002")),
+            Some(Revocation::Session {
+                id: SessionId::from(id),
+                expires_at: 1_700_000_002
+            })
+        );
         for bad in [
             "",
+            &format!("session {id}"),
             "token",
             "token x 1",
             &format!("token {id}"),

@@ -19,14 +19,17 @@ use uuid::Uuid;
 
 use super::{
     AddUserError, DatabasePooler, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser,
-    PurgeOutcome, Revocation, RevocationNotifications, Storage, StoreError, StoredKey, UserRecord,
+    PurgeOutcome, Revocation, RevocationNotifications, SessionRecord, SessionSelection, Storage,
+    StoreError, StoredKey, UserRecord,
     shared::{
         DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS,
-        SELECT_SIGNING_KEYS, SELECT_USERS, UserRow, delete_expired_batches, failed_logins,
-        shared_statements, stored_key, user_record,
+        SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow, UserRow,
+        delete_expired_batches, failed_logins, session_record, session_revocation,
+        shared_statements, stored_generation, stored_key, user_record,
     },
+    unix_seconds_up,
 };
-use crate::domain::{Role, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, Username};
 
 /// The advisory lock that lets one process purge at a time ("authdpur").
 const PURGE_LOCK_KEY: i64 = 0x6175_7468_6470_7572;
@@ -207,6 +210,12 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// A transaction in which changes of one session, from any process, run
+    /// one after another: the session's row is read `for update`.
+    async fn begin_session_update(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+
     /// A transaction in which updates of `key`'s failed-Login count run one
     /// after another: the row may not exist yet, so the key is locked
     /// rather than the row.
@@ -244,6 +253,10 @@ impl Dialect for PgStore {
     fn read_roles(stored: Vec<String>) -> Result<Vec<String>, sqlx::Error> {
         Ok(stored)
     }
+
+    const FOR_UPDATE: &'static str = " for update";
+
+    const NEWEST_FIRST: &'static str = "created_at desc, id desc";
 
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
         err.constraint() == Some("users_username_key")

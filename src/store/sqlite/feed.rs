@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use crate::{
-    domain::UserId,
+    domain::{SessionId, UserId},
     store::{FeedCursor, Revocation, StoreError, shared::Dialect as _},
 };
 
@@ -109,6 +109,36 @@ impl SqliteStore {
             apply(Revocation::UserDeleted {
                 id: UserId::from(id),
             });
+        }
+
+        // Ended sessions, in pages of (revoked_at, id), skipping those whose
+        // access tokens have all expired.
+        let (mut after_at, mut after_id) = (since, Uuid::nil());
+        loop {
+            let rows: Vec<(i64, Uuid, i64)> = self
+                .with_deadline(
+                    sqlx::query_as(
+                        "select revoked_at, id, access_expires_at from sessions \
+                         where revoked_at is not null and (revoked_at, id) > ($1, $2) \
+                         and access_expires_at >= $3 order by revoked_at, id limit $4",
+                    )
+                    .bind(after_at)
+                    .bind(after_id)
+                    .bind(now)
+                    .bind(PAGE)
+                    .fetch_all(&self.pool),
+                )
+                .await?;
+            for &(_, id, expires_at) in &rows {
+                apply(Revocation::Session {
+                    id: SessionId::from(id),
+                    expires_at,
+                });
+            }
+            match rows.last() {
+                Some(&(at, id, _)) if rows.len() as i64 == PAGE => (after_at, after_id) = (at, id),
+                _ => break,
+            }
         }
         Ok(FeedCursor {
             since: Some(clock),

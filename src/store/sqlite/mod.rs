@@ -21,14 +21,17 @@ use uuid::Uuid;
 
 use super::{
     AddUserError, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome,
-    Revocation, RevocationNotifications, Storage, StoreError, StoredKey, UserRecord,
+    Revocation, RevocationNotifications, SessionRecord, SessionSelection, Storage, StoreError,
+    StoredKey, UserRecord,
     shared::{
         DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS,
-        SELECT_SIGNING_KEYS, SELECT_USERS, UserRow, delete_expired_batches, failed_logins,
-        shared_statements, stored_key, user_record,
+        SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow, UserRow,
+        delete_expired_batches, failed_logins, session_record, session_revocation,
+        shared_statements, stored_generation, stored_key, user_record,
     },
+    unix_seconds_up,
 };
-use crate::domain::{Role, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, Username};
 
 /// The SQLite schema, embedded in the binary.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -115,6 +118,12 @@ impl SqliteStore {
         self.pool.begin_with("begin immediate").await
     }
 
+    /// A transaction in which changes of a session, from any process, run
+    /// one after another: IMMEDIATE takes the write lock before the read.
+    async fn begin_session_update(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("begin immediate").await
+    }
+
     /// A transaction in which updates of one failed-Login count, from any
     /// process, run one after another: IMMEDIATE takes the write lock
     /// before the read.
@@ -155,6 +164,10 @@ impl Dialect for SqliteStore {
 
     /// The id is a fresh UUIDv7: the one unique key that can clash is the
     /// name's.
+    const FOR_UPDATE: &'static str = "";
+
+    const NEWEST_FIRST: &'static str = "created_at desc, rowid desc";
+
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
         err.is_unique_violation()
     }
