@@ -26,9 +26,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use authd::{
     auth::{AccessTokens, HashCost, HashingPriority, PasswordCheck, Passwords},
-    domain::{Password, UserId},
+    domain::{Password, SessionId, UserId},
     grpc::pb::{
-        LoginRequest, LogoutRequest, TokenInvalidReason, ValidateTokenRequest,
+        LoginRequest, LogoutRequest, RefreshRequest, TokenInvalidReason, ValidateTokenRequest,
         auth_service_client::AuthServiceClient,
     },
 };
@@ -408,6 +408,7 @@ async fn run_backend(
         client
             .logout(LogoutRequest {
                 access_token: hot[index].clone(),
+                ..Default::default()
             })
             .await?;
         revoked.insert(index);
@@ -572,6 +573,19 @@ async fn run_backend(
         scenario: "logout",
         note: String::new(),
         measured: logout,
+    });
+    // refresh: rotations per second, each of a session of its own.
+    let to_refresh = Arc::new(
+        target
+            .sessions(user, (2_000.0 * duration.as_secs_f64()) as usize)
+            .await?,
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let refresh = closed_loop(workers, duration, refresh_call(&channels, to_refresh, next)).await;
+    rows.push(Row {
+        scenario: "refresh",
+        note: "distinct sessions, each refreshed once; the new token is checked".into(),
+        measured: refresh,
     });
     let second = Server::start(target, &[]).await?;
     let lag = logout_lag(&server, &second, &mint(&minter, user, 200)?).await?;
@@ -770,7 +784,7 @@ fn mint(minter: &AccessTokens, user: UserId, count: usize) -> anyhow::Result<Vec
     (0..count)
         .map(|_| {
             Ok(minter
-                .issue(user, "bench", &[], now)?
+                .issue(user, SessionId::generate(), "bench", &[], now)?
                 .token
                 .expose_secret()
                 .to_owned())
@@ -962,9 +976,44 @@ fn logout_call(
             client
                 .logout(LogoutRequest {
                     access_token: token,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| format!("Logout: {s}"))?;
+            Ok(Outcome::Served)
+        })
+    })
+}
+
+fn refresh_call(
+    channels: &Arc<Vec<Channel>>,
+    tokens: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
+) -> Call {
+    let channels = channels.clone();
+    Arc::new(move |worker, _| {
+        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let token = tokens.get(next.fetch_add(1, Ordering::Relaxed)).cloned();
+        Box::pin(async move {
+            let Some(token) = token else {
+                return Ok(Outcome::Exhausted);
+            };
+            let answer = client
+                .refresh(RefreshRequest {
+                    refresh_token: token.clone(),
+                })
+                .await
+                .map_err(|s| format!("Refresh: {s}"))?
+                .into_inner();
+            // A rotation: a new refresh token, and an access token of the
+            // same session.
+            if answer.refresh_token.is_empty()
+                || answer.refresh_token == token
+                || answer.access_token.is_empty()
+                || answer.session_id.is_empty()
+            {
+                return Err("Refresh: OK without a new refresh token and access token".into());
+            }
             Ok(Outcome::Served)
         })
     })
@@ -996,6 +1045,7 @@ async fn logout_lag(
         on_first
             .logout(LogoutRequest {
                 access_token: token.clone(),
+                ..Default::default()
             })
             .await?;
         let revoked_at = Instant::now();
@@ -1073,6 +1123,7 @@ fn goals(rows: &[Row], login_ratio: f64) -> String {
     let alone = p99("validate-hot at half load");
     let flood = p99("mixed at half load: validate-hot");
     let lag = p99("logout seen by a 2nd instance");
+    let refresh = rate("refresh") / rate("logout");
     let goals = [
         Goal {
             target: "validate-hot (three published keys) >= 0.85 x health",
@@ -1098,6 +1149,15 @@ fn goals(rows: &[Row], login_ratio: f64) -> String {
             target: "login served >= 0.85 x cores / the server's CPU per check",
             measured: format!("{login_ratio:.2}"),
             met: login_ratio >= 0.85,
+        },
+        Goal {
+            target: "refresh >= 0.5 x logout (requests per second)",
+            measured: format!(
+                "{:.0}/s / {:.0}/s = {refresh:.2}",
+                rate("refresh"),
+                rate("logout")
+            ),
+            met: refresh >= 0.5,
         },
         Goal {
             target: "Logout seen by another instance within 50 ms p99",

@@ -38,8 +38,63 @@ impl Target {
     /// Tokens signed with the active key of the target's database, as the
     /// servers of the run issue them.
     pub(crate) async fn minter(&self) -> anyhow::Result<authd::auth::AccessTokens> {
+        use authd::auth::{AccessTokens, TokenSettings};
+        let tokens = TokenSettings::default();
+        let (_, keys) = self.key_set().await?;
+        Ok(AccessTokens::new(keys.ring(), tokens))
+    }
+
+    /// `count` new sessions of `user`, stored as a Login stores them, and
+    /// the refresh token of each.
+    pub(crate) async fn sessions(
+        &self,
+        user: authd::domain::UserId,
+        count: usize,
+    ) -> anyhow::Result<Vec<String>> {
         use authd::{
-            auth::{AccessTokens, KeyFiles, SigningKeys, TokenSettings},
+            domain::SessionId,
+            store::{SessionRecord, Storage as _},
+        };
+        use secrecy::ExposeSecret as _;
+        let (store, keys) = self.key_set().await?;
+        let key = keys.refresh_token_key();
+        let now = time::OffsetDateTime::now_utc();
+        let mut tokens = Vec::with_capacity(count);
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let session = SessionRecord {
+                id: SessionId::generate(),
+                user_id: user,
+                created_at: now,
+                last_refreshed_at: now,
+                expires_at: now + Duration::from_secs(3600),
+                max_expires_at: now + Duration::from_secs(3600),
+                revoked_at: None,
+                client_address: None,
+                user_agent: Some("authd-bench".to_owned()),
+                generation: 1,
+                access_expires_at: now,
+            };
+            tokens.push(key.mint(session.id, 1).expose_secret().to_owned());
+            let store = store.clone();
+            writes.spawn(async move { store.create_session(&session).await });
+            // A few writes at a time: the pool has 16 connections.
+            if writes.len() >= 12
+                && let Some(done) = writes.join_next().await
+            {
+                done??;
+            }
+        }
+        while let Some(done) = writes.join_next().await {
+            done??;
+        }
+        Ok(tokens)
+    }
+
+    /// The store and the key set of the target's database.
+    async fn key_set(&self) -> anyhow::Result<(authd::store::Store, authd::auth::SigningKeys)> {
+        use authd::{
+            auth::{KeyFiles, SigningKeys, TokenSettings},
             startup::ServeSettings,
             store::{DatabaseSettings, Store},
         };
@@ -50,8 +105,8 @@ impl Target {
             signing_key_file: self.data_dir.join(ServeSettings::SIGNING_KEY_FILE),
         };
         let tokens = TokenSettings::default();
-        let keys = SigningKeys::open(store, &files, tokens.ttl + tokens.leeway).await?;
-        Ok(AccessTokens::new(keys.ring(), tokens))
+        let keys = SigningKeys::open(store.clone(), &files, tokens.ttl + tokens.leeway).await?;
+        Ok((store, keys))
     }
 
     /// Runs an authd subcommand against this target's data.
