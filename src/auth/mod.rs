@@ -431,9 +431,9 @@ impl Authenticator {
         }
     }
 
-    /// Ends the token's session, then revokes the token itself: a token
-    /// logged out therefore always has its session ended, and a retry
-    /// after a failure in between finishes the job.
+    /// Ends the token's session and revokes the token itself. Should the
+    /// store fail between the two, the token is revoked with its session
+    /// and a retry finds it so.
     async fn logout_session(&self, claims: &Claims) -> Result<LogoutOutcome, AuthError> {
         // Revoked already (logged out, its session ended, or with its user,
         // whose cut-off ended the session too): nothing to write. Not known
@@ -446,20 +446,23 @@ impl Authenticator {
         {
             return Ok(LogoutOutcome::AlreadyInvalid);
         }
-        if let Some(sid) = claims.sid {
-            self.end(claims.sub, SessionSelection::One(SessionId::from(sid)))
-                .await?;
-        }
         // Keep the row while the token could still pass the `exp` check.
         let keep_until = claims
             .exp
             .saturating_add(self.tokens.settings().leeway.as_secs());
         let keep_until =
             unix_time(keep_until).ok_or(AuthError::InvalidToken(InvalidToken::Malformed))?;
-        self.store
-            .revoke(claims.jti, UserId::from(claims.sub), keep_until)
+        let ended = self
+            .store
+            .log_out(
+                claims.jti,
+                UserId::from(claims.sub),
+                keep_until,
+                claims.sid.map(SessionId::from),
+            )
             .await?;
         // Committed: from now on this instance answers REVOKED.
+        self.apply_all(ended);
         self.revocations.apply(Revocation::Token {
             jti: claims.jti,
             expires_at: keep_until.unix_timestamp(),

@@ -146,8 +146,10 @@ async fn refresh_rotates_the_refresh_token(backend: Backend) {
 async fn concurrent_refreshes_of_one_token_share_one_new_generation(backend: Backend) {
     let mut world = with_alice(backend, |_| {}).await;
     let login = log_in(&mut world).await;
-    let calls = (0..20).map(|_| {
-        let mut client = world.app.client.clone();
+    // Half of them on another instance: the lock is the database's.
+    let second = world.second_app().await;
+    let calls = (0..20).map(|n| {
+        let mut client = [&world.app, &second][n % 2].client.clone();
         let token = login.refresh_token.clone();
         tokio::spawn(async move {
             client
@@ -182,6 +184,33 @@ async fn concurrent_refreshes_of_one_token_share_one_new_generation(backend: Bac
     );
     // The chain goes on from the one new token.
     world.app.refresh(next).await.unwrap();
+    second.stop().await;
+}
+
+async fn tokens_without_a_session_still_validate(backend: Backend) {
+    let mut world = with_alice(backend, |_| {}).await;
+    let login = log_in(&mut world).await;
+    let forger = Forger::for_app(&world.app, &login.access_token);
+    // As issued before sessions existed.
+    let legacy = forger.sign(
+        &forger.header(),
+        &Forger::fresh_like(&login.access_token, serde_json::json!({"sid": null})),
+    );
+    let answer = world.app.validate(&legacy).await;
+    assert!(answer.valid, "{answer:?}");
+    assert_eq!(answer.session_id, "");
+    for bad in [serde_json::json!("not-a-uuid"), serde_json::json!(7)] {
+        let token = forger.sign(
+            &forger.header(),
+            &Forger::fresh_like(&login.access_token, serde_json::json!({ "sid": bad })),
+        );
+        let answer = world.app.validate(&token).await;
+        assert_eq!(answer.reason(), TokenInvalidReason::Malformed, "{bad}");
+    }
+    // Logging it out ends no session; the user's sessions live on.
+    world.app.logout(&legacy).await.unwrap();
+    assert_revoked(&mut world.app, &legacy).await;
+    world.app.refresh(&login.refresh_token).await.unwrap();
 }
 
 async fn the_previous_token_within_the_grace_gets_the_same_new_token(backend: Backend) {
@@ -629,6 +658,7 @@ on_both_backends!(
     a_login_starts_a_session_its_tokens_name,
     refresh_rotates_the_refresh_token,
     concurrent_refreshes_of_one_token_share_one_new_generation,
+    tokens_without_a_session_still_validate,
     the_previous_token_within_the_grace_gets_the_same_new_token,
     a_spent_token_ends_the_session_and_revokes_its_access_tokens,
     bad_refresh_tokens_are_refused_alike,

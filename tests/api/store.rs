@@ -2,8 +2,11 @@
 //! backend does, the other does too.
 
 use authd::{
-    domain::{Role, UserId, Username},
-    store::{AddUserError, FailedLogins, NewUser, Revocation, Storage as _, Store},
+    domain::{Role, SessionId, UserId, Username},
+    store::{
+        AddUserError, FailedLogins, NewUser, Revocation, SessionRecord, SessionSelection,
+        Storage as _, Store,
+    },
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -393,7 +396,158 @@ async fn failed_logins_are_kept_replaced_deleted_and_forgotten(backend: Backend)
     assert_eq!(read(store.clone(), "bob").await, None);
 }
 
+/// A session of `user` started at `second(created)`, whose last access
+/// token lives until `second(60)`.
+fn session(user: UserId, created: i64) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::generate(),
+        user_id: user,
+        created_at: second(created),
+        last_refreshed_at: second(created),
+        expires_at: second(3600),
+        max_expires_at: second(7200),
+        revoked_at: None,
+        client_address: Some("192.0.2.1".to_owned()),
+        user_agent: None,
+        generation: 1,
+        access_expires_at: second(60),
+    }
+}
+
+fn ended(session: &SessionRecord) -> Revocation {
+    Revocation::Session {
+        id: session.id,
+        expires_at: second(60).unix_timestamp(),
+    }
+}
+
+async fn sessions_are_stored_changed_listed_ended_and_forgotten(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let alice = add(&store, "alice", &[]).await.unwrap();
+    let bob = add(&store, "bob", &[]).await.unwrap();
+    let (first, second_one, bobs) = (session(alice, 0), session(alice, 1), session(bob, 0));
+    for session in [&first, &second_one, &bobs] {
+        store.create_session(session).await.unwrap();
+    }
+    assert!(
+        store.create_session(&first).await.is_err(),
+        "an id is never reused"
+    );
+    let listed = |store: Store| async move {
+        let sessions = store.list_sessions(alice, second(2)).await.unwrap();
+        sessions.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(store.clone()).await,
+        [second_one.id, first.id],
+        "newest first"
+    );
+    let live = store.list_sessions(alice, second(2)).await.unwrap();
+    assert_eq!(live[1], first, "stored as given");
+    assert!(
+        store
+            .list_sessions(alice, second(3600))
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+
+    // A change decided from the stored session and its user.
+    let unchanged = store
+        .update_session(first.id, |found| {
+            let (session, user) = found.expect("found");
+            assert_eq!((session.id, user.id), (first.id, alice));
+            (None, "decided")
+        })
+        .await
+        .unwrap();
+    assert_eq!(unchanged, "decided");
+    let mut rotated = first.clone();
+    rotated.generation = 2;
+    rotated.last_refreshed_at = second(5);
+    rotated.expires_at = second(3605);
+    rotated.access_expires_at = second(65);
+    let next = rotated.clone();
+    store
+        .update_session(first.id, move |_| (Some(next), ()))
+        .await
+        .unwrap();
+    let live = store.list_sessions(alice, second(2)).await.unwrap();
+    assert_eq!(live[1], rotated);
+    let missing = store
+        .update_session(SessionId::generate(), |found| (None, found.is_none()))
+        .await
+        .unwrap();
+    assert!(missing);
+    let first = rotated;
+
+    // Ending: never another user's; the one asked for even when ended.
+    let nothing = store
+        .end_sessions(alice, SessionSelection::One(bobs.id), second(6))
+        .await
+        .unwrap();
+    assert_eq!(nothing, []);
+    let others = store
+        .end_sessions(alice, SessionSelection::AllBut(second_one.id), second(6))
+        .await
+        .unwrap();
+    let first_ended = Revocation::Session {
+        id: first.id,
+        expires_at: second(65).unix_timestamp(),
+    };
+    assert_eq!(others, [first_ended]);
+    let again = store
+        .end_sessions(alice, SessionSelection::One(first.id), second(7))
+        .await
+        .unwrap();
+    assert_eq!(again, [first_ended]);
+    assert_eq!(listed(store.clone()).await, [second_one.id]);
+    assert!(
+        revocations(&store).await.contains(&first_ended),
+        "in the feed"
+    );
+
+    // A cut-off ends the sessions started before it.
+    store.cut_off_user(alice, second(2)).await.unwrap().unwrap();
+    assert_eq!(listed(store.clone()).await, []);
+    assert!(revocations(&store).await.contains(&ended(&second_one)));
+    assert_eq!(
+        store
+            .cut_off_user(UserId::generate(), second(2))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A Logout: the session's end and the token's row, in one commit.
+    let jti = Uuid::new_v4();
+    let logged_out = store
+        .log_out(jti, bob, second(60), Some(bobs.id))
+        .await
+        .unwrap();
+    assert_eq!(logged_out, [ended(&bobs)]);
+    assert!(revocations(&store).await.contains(&Revocation::Token {
+        jti,
+        expires_at: second(60).unix_timestamp()
+    }));
+    assert_eq!(
+        store
+            .log_out(Uuid::new_v4(), bob, second(60), None)
+            .await
+            .unwrap(),
+        []
+    );
+
+    // Forgotten once no access token of theirs can be current.
+    assert_eq!(store.forget_sessions(second(60), 2).await.unwrap(), 0);
+    assert_eq!(store.forget_sessions(second(61), 2).await.unwrap(), 2);
+    assert_eq!(store.forget_sessions(second(66), 2).await.unwrap(), 1);
+}
+
 on_both_backends!(
+    sessions_are_stored_changed_listed_ended_and_forgotten,
     failed_logins_are_kept_replaced_deleted_and_forgotten,
     deleted_users_are_forgotten_once_their_tokens_cannot_be_current,
     users_are_found_by_name_whatever_the_case_or_composition,

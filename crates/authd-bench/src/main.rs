@@ -562,11 +562,12 @@ async fn run_backend(
 
     // logout: revocations per second, then the lag until another instance
     // answers REVOKED.
-    let to_revoke = Arc::new(mint(
-        &minter,
-        user,
-        (2_000.0 * duration.as_secs_f64()) as usize,
-    )?);
+    // Each token of a session of its own, as Logins issue them: a Logout
+    // ends the session too.
+    let sessions = target
+        .sessions(user, (2_000.0 * duration.as_secs_f64()) as usize)
+        .await?;
+    let to_revoke = Arc::new(mint_in(&minter, user, sessions.iter().map(|(id, _)| *id))?);
     let next = Arc::new(AtomicUsize::new(0));
     let logout = closed_loop(workers, duration, logout_call(&channels, to_revoke, next)).await;
     rows.push(Row {
@@ -578,7 +579,10 @@ async fn run_backend(
     let to_refresh = Arc::new(
         target
             .sessions(user, (2_000.0 * duration.as_secs_f64()) as usize)
-            .await?,
+            .await?
+            .into_iter()
+            .map(|(_, token)| token)
+            .collect(),
     );
     let next = Arc::new(AtomicUsize::new(0));
     let refresh = closed_loop(workers, duration, refresh_call(&channels, to_refresh, next)).await;
@@ -780,11 +784,20 @@ async fn insert_revocations(
 }
 
 fn mint(minter: &AccessTokens, user: UserId, count: usize) -> anyhow::Result<Vec<String>> {
+    mint_in(minter, user, (0..count).map(|_| SessionId::generate()))
+}
+
+/// A token of `user` in each of `sessions`.
+fn mint_in(
+    minter: &AccessTokens,
+    user: UserId,
+    sessions: impl Iterator<Item = SessionId>,
+) -> anyhow::Result<Vec<String>> {
     let now = jsonwebtoken::get_current_timestamp();
-    (0..count)
-        .map(|_| {
+    sessions
+        .map(|session| {
             Ok(minter
-                .issue(user, SessionId::generate(), "bench", &[], now)?
+                .issue(user, session, "bench", &[], now)?
                 .token
                 .expose_secret()
                 .to_owned())

@@ -44,13 +44,13 @@ impl Target {
         Ok(AccessTokens::new(keys.ring(), tokens))
     }
 
-    /// `count` new sessions of `user`, stored as a Login stores them, and
-    /// the refresh token of each.
+    /// `count` new sessions of `user`, stored as a Login stores them: the
+    /// id and the refresh token of each.
     pub(crate) async fn sessions(
         &self,
         user: authd::domain::UserId,
         count: usize,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<(authd::domain::SessionId, String)>> {
         use authd::{
             domain::SessionId,
             store::{SessionRecord, Storage as _},
@@ -75,7 +75,10 @@ impl Target {
                 generation: 1,
                 access_expires_at: now,
             };
-            tokens.push(key.mint(session.id, 1).expose_secret().to_owned());
+            tokens.push((
+                session.id,
+                key.mint(session.id, 1).expose_secret().to_owned(),
+            ));
             let store = store.clone();
             writes.spawn(async move { store.create_session(&session).await });
             // A few writes at a time: the pool has 16 connections.
