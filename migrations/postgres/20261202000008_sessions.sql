@@ -60,3 +60,21 @@ create trigger users_end_sessions
     when (new.tokens_valid_after is not null
           and new.tokens_valid_after is distinct from old.tokens_valid_after)
     execute function authd_end_sessions_before_cutoff();
+
+-- The session of a logged-out token, when it had one: writing the row ends
+-- the session too, in the same statement.
+alter table revoked_tokens add column session_id uuid null;
+
+create function authd_end_session_of_revoked_token() returns trigger language plpgsql as $$
+begin
+    update sessions set revoked_at = coalesce(revoked_at, now())
+     where id = new.session_id and user_id = new.user_id;
+    return null;
+end;
+$$;
+
+create trigger revoked_tokens_end_session
+    after insert on revoked_tokens
+    for each row
+    when (new.session_id is not null)
+    execute function authd_end_session_of_revoked_token();

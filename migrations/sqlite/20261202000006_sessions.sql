@@ -26,3 +26,14 @@ begin
     update sessions set revoked_at = unixepoch()
      where user_id = new.id and revoked_at is null and created_at < new.tokens_valid_after;
 end;
+
+-- The session of a logged-out token, when it had one: writing the row ends
+-- the session too, in the same statement (one commit).
+alter table revoked_tokens add column session_id blob null;
+
+create trigger revoked_tokens_end_session after insert on revoked_tokens
+    for each row when new.session_id is not null
+begin
+    update sessions set revoked_at = coalesce(revoked_at, unixepoch())
+     where id = new.session_id and user_id = new.user_id;
+end;

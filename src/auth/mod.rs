@@ -431,9 +431,7 @@ impl Authenticator {
         }
     }
 
-    /// Ends the token's session and revokes the token itself. Should the
-    /// store fail between the two, the token is revoked with its session
-    /// and a retry finds it so.
+    /// Revokes the token and, in the same statement, ends its session.
     async fn logout_session(&self, claims: &Claims) -> Result<LogoutOutcome, AuthError> {
         // Revoked already (logged out, its session ended, or with its user,
         // whose cut-off ended the session too): nothing to write. Not known
@@ -452,21 +450,25 @@ impl Authenticator {
             .saturating_add(self.tokens.settings().leeway.as_secs());
         let keep_until =
             unix_time(keep_until).ok_or(AuthError::InvalidToken(InvalidToken::Malformed))?;
-        let ended = self
-            .store
-            .log_out(
-                claims.jti,
-                UserId::from(claims.sub),
-                keep_until,
-                claims.sid.map(SessionId::from),
-            )
+        let session = claims.sid.map(SessionId::from);
+        self.store
+            .revoke(claims.jti, UserId::from(claims.sub), keep_until, session)
             .await?;
-        // Committed: from now on this instance answers REVOKED.
-        self.apply_all(ended);
+        // Committed: from now on this instance answers REVOKED, for the
+        // session's other tokens too. Every one of them was issued by now,
+        // so is expired by now + TTL + leeway; the feed brings the stored
+        // bound, which covers other instances' TTLs as well.
         self.revocations.apply(Revocation::Token {
             jti: claims.jti,
             expires_at: keep_until.unix_timestamp(),
         });
+        if let Some(id) = session {
+            let bound = self.access_expires_at(jsonwebtoken::get_current_timestamp())?;
+            self.revocations.apply(Revocation::Session {
+                id,
+                expires_at: crate::store::unix_seconds_up(bound),
+            });
+        }
         tracing::info!(user_id = %claims.sub, jti = %claims.jti, "revoked a token");
         Ok(LogoutOutcome::Revoked)
     }

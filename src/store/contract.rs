@@ -126,8 +126,10 @@ pub trait Storage {
         username: &Username,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Records the revocation of token `jti` until `expires_at`. Returns
-    /// whether a row was written (false: it was revoked already).
+    /// Records the revocation of token `jti` until `expires_at`; when the
+    /// token names `session`, a session of `user`, it ends with it, in the
+    /// same statement. Returns whether a row was written (false: it was
+    /// revoked already).
     ///
     /// # Errors
     /// [`StoreError`] when the database fails; nothing is then promised.
@@ -136,24 +138,8 @@ pub trait Storage {
         jti: Uuid,
         user: UserId,
         expires_at: OffsetDateTime,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// Logs a token out: ends `session` of `user` (when the token names
-    /// one) and records the revocation of token `jti` until `expires_at`.
-    /// Returns the revocations the session's end makes (none when it is not
-    /// the user's, or there is none).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database fails. Then either nothing changed,
-    /// or the session ended and the token's row is missing: the token is
-    /// revoked all the same, with its session.
-    fn log_out(
-        &self,
-        jti: Uuid,
-        user: UserId,
-        expires_at: OffsetDateTime,
         session: Option<SessionId>,
-    ) -> impl Future<Output = Result<Vec<Revocation>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes the revocations whose `expires_at` is before `now`, at most
     /// `batch_size` rows per statement so no lock is held for long. One

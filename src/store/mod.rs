@@ -344,18 +344,9 @@ impl Storage for Store {
         jti: Uuid,
         user: UserId,
         expires_at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.revoke(jti, user, expires_at).await)
-    }
-
-    async fn log_out(
-        &self,
-        jti: Uuid,
-        user: UserId,
-        expires_at: OffsetDateTime,
         session: Option<SessionId>,
-    ) -> Result<Vec<Revocation>, StoreError> {
-        on_backend!(self, store => store.log_out(jti, user, expires_at, session).await)
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, store => store.revoke(jti, user, expires_at, session).await)
     }
 
     async fn purge_expired(

@@ -421,18 +421,21 @@ macro_rules! shared_statements {
             jti: Uuid,
             user: UserId,
             expires_at: OffsetDateTime,
+            session: Option<SessionId>,
         ) -> Result<bool, StoreError> {
+            // A trigger ends the session in the same statement.
             let done = self
                 .run(async |conn| {
                     sqlx::query(concat!(
-                        "insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
-                         values ($1, $2, $3, ",
+                        "insert into revoked_tokens (jti, user_id, expires_at, revoked_at, \
+                         session_id) values ($1, $2, $3, ",
                         $now,
-                        ") on conflict (jti) do nothing"
+                        ", $4) on conflict (jti) do nothing"
                     ))
                     .bind(jti)
                     .bind(user.as_uuid())
                     .bind(Self::instant(expires_at))
+                    .bind(session.map(|id| id.as_uuid()))
                     .persistent(self.prepares()).execute(&mut *conn)
                         .await
                 })

@@ -316,6 +316,7 @@ pub(crate) async fn insert_revocations(store: &Store, count: usize, expires_at: 
                 uuid::Uuid::new_v4(),
                 authd::domain::UserId::generate(),
                 expires_at,
+                None,
             )
             .await
             .unwrap();

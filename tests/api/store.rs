@@ -186,12 +186,17 @@ async fn the_feed_reports_every_revocation_in_force(backend: Backend) {
     assert_eq!(revocations(&store).await, [], "no one is restricted yet");
 
     let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
-    assert!(store.revoke(live, alice, second(3600)).await.unwrap());
+    assert!(store.revoke(live, alice, second(3600), None).await.unwrap());
     assert!(
-        !store.revoke(live, alice, second(3600)).await.unwrap(),
+        !store.revoke(live, alice, second(3600), None).await.unwrap(),
         "once"
     );
-    assert!(store.revoke(expired, alice, second(-3600)).await.unwrap());
+    assert!(
+        store
+            .revoke(expired, alice, second(-3600), None)
+            .await
+            .unwrap()
+    );
     store
         .set_password(&name("alice"), "h", second(3))
         .await
@@ -224,7 +229,7 @@ async fn a_catch_up_reads_what_changed_since_the_last_read(backend: Backend) {
     let cursor = reader.load_revocations(&mut |_| {}).await.unwrap();
 
     let jti = Uuid::new_v4();
-    writer.revoke(jti, alice, second(3600)).await.unwrap();
+    writer.revoke(jti, alice, second(3600), None).await.unwrap();
     writer
         .disable_user(&name("alice"), second(2))
         .await
@@ -307,7 +312,7 @@ async fn concurrent_writers_on_one_database_all_succeed(backend: Backend) {
                     .map(drop)
             } else {
                 store
-                    .revoke(Uuid::new_v4(), id, second(3600))
+                    .revoke(Uuid::new_v4(), id, second(3600), None)
                     .await
                     .map(drop)
             }
@@ -521,24 +526,29 @@ async fn sessions_are_stored_changed_listed_ended_and_forgotten(backend: Backend
         None
     );
 
-    // A Logout: the session's end and the token's row, in one commit.
+    // A Logout: the token's row ends its session in the same statement,
+    // never another user's.
     let jti = Uuid::new_v4();
-    let logged_out = store
-        .log_out(jti, bob, second(60), Some(bobs.id))
-        .await
-        .unwrap();
-    assert_eq!(logged_out, [ended(&bobs)]);
-    assert!(revocations(&store).await.contains(&Revocation::Token {
+    assert!(
+        store
+            .revoke(jti, alice, second(60), Some(bobs.id))
+            .await
+            .unwrap()
+    );
+    assert!(!revocations(&store).await.contains(&ended(&bobs)));
+    let jti = Uuid::new_v4();
+    assert!(
+        store
+            .revoke(jti, bob, second(60), Some(bobs.id))
+            .await
+            .unwrap()
+    );
+    let seen = revocations(&store).await;
+    assert!(seen.contains(&ended(&bobs)));
+    assert!(seen.contains(&Revocation::Token {
         jti,
         expires_at: second(60).unix_timestamp()
     }));
-    assert_eq!(
-        store
-            .log_out(Uuid::new_v4(), bob, second(60), None)
-            .await
-            .unwrap(),
-        []
-    );
 
     // Forgotten once no access token of theirs can be current.
     assert_eq!(store.forget_sessions(second(60), 2).await.unwrap(), 0);

@@ -323,39 +323,6 @@ impl Storage for PgStore {
         Ok(PurgeOutcome::Removed(removed))
     }
 
-    /// One statement, so one round trip and one commit: the session's end
-    /// and the token's row in data-modifying CTEs.
-    async fn log_out(
-        &self,
-        jti: Uuid,
-        user: UserId,
-        expires_at: OffsetDateTime,
-        session: Option<SessionId>,
-    ) -> Result<Vec<Revocation>, StoreError> {
-        self.run(async |conn| {
-            sqlx::query_as::<_, (Uuid, OffsetDateTime)>(
-                "with ended as ( \
-                     update sessions set revoked_at = coalesce(revoked_at, now()) \
-                     where user_id = $2 and id = $4 returning id, access_expires_at), \
-                 revoked as ( \
-                     insert into revoked_tokens (jti, user_id, expires_at, revoked_at) \
-                     values ($1, $2, $3, now()) on conflict (jti) do nothing) \
-                 select id, access_expires_at from ended",
-            )
-            .bind(jti)
-            .bind(user.as_uuid())
-            .bind(expires_at)
-            .bind(session.map(|id| id.as_uuid()))
-            .persistent(self.prepares())
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(session_revocation::<Self>)
-            .collect()
-        })
-        .await
-    }
-
     async fn load_revocations(
         &self,
         apply: &mut (dyn FnMut(Revocation) + Send),

@@ -217,28 +217,6 @@ impl Storage for SqliteStore {
         Ok(PurgeOutcome::Removed(removed))
     }
 
-    /// Two statements, each committed on its own: a transaction would
-    /// hold the file's one write lock across the calls in between, which
-    /// under load halves the rate of Logouts. The session ends first, so
-    /// when the second fails the token is still revoked, with its session.
-    async fn log_out(
-        &self,
-        jti: Uuid,
-        user: UserId,
-        expires_at: OffsetDateTime,
-        session: Option<SessionId>,
-    ) -> Result<Vec<Revocation>, StoreError> {
-        let ended = match session {
-            Some(id) => {
-                self.end_sessions(user, SessionSelection::One(id), OffsetDateTime::now_utc())
-                    .await?
-            }
-            None => Vec::new(),
-        };
-        self.revoke(jti, user, expires_at).await?;
-        Ok(ended)
-    }
-
     async fn load_revocations(
         &self,
         apply: &mut (dyn FnMut(Revocation) + Send),
