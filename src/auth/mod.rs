@@ -110,7 +110,9 @@ impl From<Overloaded> for AuthError {
 impl From<StoreError> for AuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) | StoreError::TimedOut(_) => Self::Unavailable(err),
+            StoreError::Unavailable(_) | StoreError::TimedOut(_) | StoreError::Contended => {
+                Self::Unavailable(err)
+            }
             StoreError::Query(_) => Self::Internal(err.into()),
         }
     }

@@ -281,18 +281,24 @@ pub trait Storage {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Changes session `id` as `decide` does from it and its user, as one
-    /// transaction: concurrent changes of one session, from any process on
-    /// the database, run one after another, each decided from what the one
-    /// before left. `decide` gets `None` when there is no such session, and
-    /// returns the session's new state (`None`: unchanged) beside what to
-    /// return.
+    /// conditional write: the new state is written only if the session is
+    /// still in the generation `decide` saw, and not ended; otherwise
+    /// `decide` runs again on what the concurrent change left. Concurrent
+    /// changes of one session, from any process on the database, thus take
+    /// effect one after another, each decided from the one before (a new
+    /// state of the same generation raises `access_expires_at`, never
+    /// lowers it, so such changes commute). `decide` gets `None` when there
+    /// is no such session, and returns the new state (`None`: unchanged)
+    /// beside what to return.
     ///
     /// # Errors
-    /// [`StoreError`] when the database fails; nothing is then changed.
+    /// [`StoreError`] when the database fails, or
+    /// [`StoreError::Contended`] after a few lost attempts; nothing is then
+    /// changed.
     fn update_session<T: Send>(
         &self,
         id: SessionId,
-        decide: impl FnOnce(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T) + Send,
+        decide: impl Fn(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T) + Send + Sync,
     ) -> impl Future<Output = Result<T, StoreError>> + Send;
 
     /// The live sessions of `user` at `now` (not ended, not expired, not

@@ -145,6 +145,9 @@ pub enum StoreError {
     /// The database answered with an error that a retry will not fix.
     #[error("a database query failed")]
     Query(#[source] sqlx::Error),
+    /// A row changed under every attempt to change it: worth retrying.
+    #[error("the row changed under every attempt to change it")]
+    Contended,
 }
 
 /// Errors of sqlx itself (not of the database) that mean "try again later".
@@ -426,7 +429,7 @@ impl Storage for Store {
     async fn update_session<T: Send>(
         &self,
         id: SessionId,
-        decide: impl FnOnce(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T) + Send,
+        decide: impl Fn(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T) + Send + Sync,
     ) -> Result<T, StoreError> {
         on_backend!(self, store => store.update_session(id, decide).await)
     }

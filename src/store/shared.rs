@@ -40,10 +40,6 @@ pub(super) trait Dialect {
     /// second user of one name.
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool;
 
-    /// What a `select` appends to lock the rows it reads until the end of
-    /// the transaction, where the dialect needs it.
-    const FOR_UPDATE: &'static str;
-
     /// The order of a user's sessions, newest first: by `created_at`, and
     /// where the dialect keeps whole seconds, by insertion within one.
     const NEWEST_FIRST: &'static str;
@@ -109,6 +105,11 @@ pub(super) fn session_revocation<D: Dialect>(
         expires_at: unix_seconds_up(D::read_instant(access_expires_at)?),
     })
 }
+
+/// How often a change of one session is decided again after losing to a
+/// concurrent one before giving up: each loss means another Refresh of the
+/// session committed in between.
+pub(super) const MAX_SESSION_ATTEMPTS: usize = 8;
 
 /// A generation as stored.
 pub(super) fn stored_generation(generation: u64) -> i64 {
@@ -223,8 +224,7 @@ pub(super) fn stored_key<D: Dialect>(row: KeyRow<D>) -> Result<StoredKey, sqlx::
 /// `begin_failed_logins_update(key)` that starts a transaction in which
 /// concurrent updates of one key are serialised, and a
 /// `begin_signing_keys_edit()` that starts one in which edits of the
-/// signing keys are, and a `begin_session_update()` that starts one in
-/// which changes of a session are.
+/// signing keys are.
 macro_rules! shared_statements {
     (now = $now:literal) => {
         async fn ping(&self) -> Result<(), StoreError> {
@@ -660,54 +660,78 @@ macro_rules! shared_statements {
         async fn update_session<T: Send>(
             &self,
             id: SessionId,
-            decide: impl FnOnce(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T)
-                + Send,
+            decide: impl Fn(Option<(SessionRecord, UserRecord)>) -> (Option<SessionRecord>, T)
+                + Send
+                + Sync,
         ) -> Result<T, StoreError> {
-            let select_session = format!(
-                "select {SESSION_COLUMNS} from sessions where id = $1{}",
-                Self::FOR_UPDATE
-            );
+            let select_session = format!("select {SESSION_COLUMNS} from sessions where id = $1");
             let select_user = format!("{SELECT_USERS}where id = $1");
-            self.with_deadline(async {
-                let mut tx = self.begin_session_update().await?;
-                let session = sqlx::query_as::<_, SessionRow<Self>>(sqlx::AssertSqlSafe(select_session))
-                    .bind(id.as_uuid())
-                    .persistent(self.prepares())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(session_record::<Self>)
-                    .transpose()?;
-                let found = match session {
-                    Some(session) => sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(select_user))
+            // Optimistic: read without a lock, decide, and write only if
+            // the session is still in the generation the decision read, not
+            // ended. No lock is held across the decision (on SQLite, the
+            // file's one write lock would be), and a write that lost to
+            // another decides again from what that one left.
+            for _ in 0..MAX_SESSION_ATTEMPTS {
+                let found = self
+                    .run(async |conn| {
+                        let Some(session) =
+                            sqlx::query_as::<_, SessionRow<Self>>(sqlx::AssertSqlSafe(
+                                select_session.clone(),
+                            ))
+                            .bind(id.as_uuid())
+                            .persistent(self.prepares())
+                            .fetch_optional(&mut *conn)
+                            .await?
+                            .map(session_record::<Self>)
+                            .transpose()?
+                        else {
+                            return Ok(None);
+                        };
+                        Ok(sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(
+                            select_user.clone(),
+                        ))
                         .bind(session.user_id.as_uuid())
                         .persistent(self.prepares())
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut *conn)
                         .await?
                         .map(user_record::<Self>)
                         .transpose()?
-                        .map(|user| (session, user)),
-                    None => None,
-                };
-                let (new, outcome) = decide(found);
-                if let Some(new) = new {
-                    sqlx::query(
-                        "update sessions set generation = $2, last_refreshed_at = $3, \
-                         expires_at = $4, access_expires_at = $5, revoked_at = $6 where id = $1",
-                    )
-                    .bind(id.as_uuid())
-                    .bind(stored_generation(new.generation))
-                    .bind(Self::instant(new.last_refreshed_at))
-                    .bind(Self::instant(new.expires_at))
-                    .bind(Self::instant(new.access_expires_at))
-                    .bind(new.revoked_at.map(Self::instant))
-                    .persistent(self.prepares())
-                    .execute(&mut *tx)
+                        .map(|user| (session, user)))
+                    })
                     .await?;
-                    tx.commit().await?;
+                let read = found.as_ref().map(|(session, _)| session.generation);
+                let (new, outcome) = decide(found);
+                let (Some(new), Some(read)) = (new, read) else {
+                    return Ok(outcome);
+                };
+                // Concurrent grants of one generation commute: the access
+                // tokens' bound only grows.
+                let done = self
+                    .run(async |conn| {
+                        sqlx::query(
+                            "update sessions set generation = $2, last_refreshed_at = $3, \
+                             expires_at = $4, access_expires_at = \
+                             case when access_expires_at > $5 then access_expires_at else $5 end, \
+                             revoked_at = $6 \
+                             where id = $1 and generation = $7 and revoked_at is null",
+                        )
+                        .bind(id.as_uuid())
+                        .bind(stored_generation(new.generation))
+                        .bind(Self::instant(new.last_refreshed_at))
+                        .bind(Self::instant(new.expires_at))
+                        .bind(Self::instant(new.access_expires_at))
+                        .bind(new.revoked_at.map(Self::instant))
+                        .bind(stored_generation(read))
+                        .persistent(self.prepares())
+                        .execute(&mut *conn)
+                        .await
+                    })
+                    .await?;
+                if done.rows_affected() > 0 {
+                    return Ok(outcome);
                 }
-                Ok(outcome)
-            })
-            .await
+            }
+            Err(StoreError::Contended)
         }
 
         async fn list_sessions(

@@ -476,7 +476,7 @@ async fn sessions_are_stored_changed_listed_ended_and_forgotten(backend: Backend
     rotated.access_expires_at = second(65);
     let next = rotated.clone();
     store
-        .update_session(first.id, move |_| (Some(next), ()))
+        .update_session(first.id, move |_| (Some(next.clone()), ()))
         .await
         .unwrap();
     let live = store.list_sessions(alice, second(2)).await.unwrap();
@@ -487,6 +487,32 @@ async fn sessions_are_stored_changed_listed_ended_and_forgotten(backend: Backend
         .unwrap();
     assert!(missing);
     let first = rotated;
+
+    // Concurrent decisions on one generation, from two processes: one
+    // write wins, the others decide again from what it left.
+    let other = db.store().await;
+    let rotations = (0..10).map(|n| {
+        let store = [&store, &other][n % 2].clone();
+        let id = second_one.id;
+        tokio::spawn(async move {
+            store
+                .update_session(id, |found| {
+                    let (mut session, _) = found.expect("found");
+                    if session.generation != 1 {
+                        return (None, false);
+                    }
+                    session.generation = 2;
+                    (Some(session), true)
+                })
+                .await
+                .unwrap()
+        })
+    });
+    let mut won = 0;
+    for rotation in rotations.collect::<Vec<_>>() {
+        won += usize::from(rotation.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one rotation");
 
     // Ending: never another user's; the one asked for even when ended.
     let nothing = store

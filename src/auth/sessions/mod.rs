@@ -1,5 +1,5 @@
 //! Sessions: what a Login starts and its refresh token keeps alive.
-//! Refresh rotates the token in one locked read and write per session, and
+//! Refresh rotates the token by one conditional write per session, and
 //! treats a spent token that comes back as a copy: the session ends.
 
 mod refresh_token;

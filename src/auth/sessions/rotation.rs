@@ -1,6 +1,6 @@
 //! What a Refresh does to a session, decided from the session as stored:
-//! a pure function, run inside the transaction that holds the session's
-//! row, so that concurrent Refreshes are decided one after another.
+//! a pure function, run again by the store whenever a concurrent Refresh
+//! changed the session between its read and its write.
 
 use std::time::Duration;
 

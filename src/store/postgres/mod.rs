@@ -22,9 +22,9 @@ use super::{
     PurgeOutcome, Revocation, RevocationNotifications, SessionRecord, SessionSelection, Storage,
     StoreError, StoredKey, UserRecord,
     shared::{
-        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS,
-        SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow, UserRow,
-        delete_expired_batches, failed_logins, session_record, session_revocation,
+        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, MAX_SESSION_ATTEMPTS,
+        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow,
+        UserRow, delete_expired_batches, failed_logins, session_record, session_revocation,
         shared_statements, stored_generation, stored_key, user_record,
     },
     unix_seconds_up,
@@ -210,12 +210,6 @@ impl PgStore {
         Ok(tx)
     }
 
-    /// A transaction in which changes of one session, from any process, run
-    /// one after another: the session's row is read `for update`.
-    async fn begin_session_update(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.begin().await
-    }
-
     /// A transaction in which updates of `key`'s failed-Login count run one
     /// after another: the row may not exist yet, so the key is locked
     /// rather than the row.
@@ -253,8 +247,6 @@ impl Dialect for PgStore {
     fn read_roles(stored: Vec<String>) -> Result<Vec<String>, sqlx::Error> {
         Ok(stored)
     }
-
-    const FOR_UPDATE: &'static str = " for update";
 
     const NEWEST_FIRST: &'static str = "created_at desc, id desc";
 

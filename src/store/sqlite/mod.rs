@@ -24,9 +24,9 @@ use super::{
     Revocation, RevocationNotifications, SessionRecord, SessionSelection, Storage, StoreError,
     StoredKey, UserRecord,
     shared::{
-        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, SELECT_FAILED_LOGINS,
-        SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow, UserRow,
-        delete_expired_batches, failed_logins, session_record, session_revocation,
+        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, MAX_SESSION_ATTEMPTS,
+        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow,
+        UserRow, delete_expired_batches, failed_logins, session_record, session_revocation,
         shared_statements, stored_generation, stored_key, user_record,
     },
     unix_seconds_up,
@@ -118,12 +118,6 @@ impl SqliteStore {
         self.pool.begin_with("begin immediate").await
     }
 
-    /// A transaction in which changes of a session, from any process, run
-    /// one after another: IMMEDIATE takes the write lock before the read.
-    async fn begin_session_update(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("begin immediate").await
-    }
-
     /// A transaction in which updates of one failed-Login count, from any
     /// process, run one after another: IMMEDIATE takes the write lock
     /// before the read.
@@ -164,8 +158,6 @@ impl Dialect for SqliteStore {
 
     /// The id is a fresh UUIDv7: the one unique key that can clash is the
     /// name's.
-    const FOR_UPDATE: &'static str = "";
-
     const NEWEST_FIRST: &'static str = "created_at desc, rowid desc";
 
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
