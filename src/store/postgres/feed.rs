@@ -39,16 +39,21 @@ impl PgStore {
     ) -> Result<FeedCursor, StoreError> {
         let clock = self.clock().await?;
         let mut last = Uuid::nil();
+        // Expired rows (those the purge has not reached yet) are skipped
+        // here rather than by the database: with `expires_at` in the
+        // `where`, the planner may pick that column's index and sort each
+        // page, which made a start-up with a million revocations three
+        // times slower. By `jti` alone, every page is a range of the
+        // primary key.
+        let now = clock.unix_timestamp();
         loop {
             let sql = format!(
-                "select jti, {} from revoked_tokens where expires_at >= $1 and jti > $2 \
-                 order by jti limit $3",
+                "select jti, {} from revoked_tokens where jti > $1 order by jti limit $2",
                 unix("expires_at")
             );
             let rows: Vec<(Uuid, i64)> = self
                 .run(async |conn| {
                     sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                        .bind(clock)
                         .bind(last)
                         .bind(PAGE)
                         .persistent(self.prepares())
@@ -56,7 +61,7 @@ impl PgStore {
                         .await
                 })
                 .await?;
-            for &(jti, expires_at) in &rows {
+            for &(jti, expires_at) in rows.iter().filter(|(_, expires_at)| *expires_at >= now) {
                 apply(Revocation::Token { jti, expires_at });
             }
             match rows.last() {
