@@ -112,6 +112,10 @@ async fn a_login_starts_a_session_its_tokens_name(backend: Backend) {
         session.user_agent
     );
     assert_eq!(session.created_at, session.last_refreshed_at);
+    assert_eq!(
+        session.expires_at, login.refresh_expires_at,
+        "the expiry the client was told is the one kept"
+    );
     assert_eq!(session.expires_at.unwrap().seconds, refresh_expires);
 }
 

@@ -71,7 +71,7 @@ impl Authenticator {
         client: &ClientInfo,
     ) -> SessionRecord {
         let settings = self.refresh_tokens.settings();
-        let max_expires_at = now + settings.max_age;
+        let max_expires_at = settings.max_expiry(now);
         SessionRecord {
             id: SessionId::generate(),
             user_id: user,

@@ -33,14 +33,25 @@ impl Default for SessionSettings {
 
 impl SessionSettings {
     /// When a refresh token issued at `at` lapses, in a session that may
-    /// live until `max_expires_at`.
+    /// live until `max_expires_at`: a whole second, as every backend stores
+    /// it, so that the expiry a client is told is the one kept.
     pub(crate) fn expiry(
         &self,
         at: OffsetDateTime,
         max_expires_at: OffsetDateTime,
     ) -> OffsetDateTime {
-        (at + self.refresh_ttl).min(max_expires_at)
+        whole_second((at + self.refresh_ttl).min(max_expires_at))
     }
+
+    /// When a session started at `at` ends at the latest.
+    pub(crate) fn max_expiry(&self, at: OffsetDateTime) -> OffsetDateTime {
+        whole_second(at + self.max_age)
+    }
+}
+
+/// `at` without its fraction of a second.
+fn whole_second(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(0).unwrap_or(at)
 }
 
 /// What a Refresh gets.
