@@ -776,17 +776,15 @@ macro_rules! shared_statements {
                      where user_id = $1 and id = $2 returning id, access_expires_at",
                     id.as_uuid(),
                 ),
-                SessionSelection::AllBut(id) => (
+                // All: all but the nil id, which no session has.
+                SessionSelection::AllBut(_) | SessionSelection::All => (
                     "update sessions set revoked_at = $3 \
                      where user_id = $1 and id <> $2 and revoked_at is null \
                      returning id, access_expires_at",
-                    id.as_uuid(),
-                ),
-                SessionSelection::All => (
-                    "update sessions set revoked_at = $3 \
-                     where user_id = $1 and id <> $2 and revoked_at is null \
-                     returning id, access_expires_at",
-                    Uuid::nil(),
+                    match which {
+                        SessionSelection::AllBut(id) => id.as_uuid(),
+                        _ => Uuid::nil(),
+                    },
                 ),
             };
             self.run(async |conn| {
