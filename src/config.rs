@@ -326,9 +326,9 @@ pub struct ServeArgs {
           default_value_t = ThrottleSettings::default().free_failures,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_throttle_failures: u32,
-    /// AuthService calls in flight at most, over all connections; more are
-    /// refused at once with RESOURCE_EXHAUSTED (health checks are not
-    /// counted).
+    /// AuthService and ext_authz Check calls in flight at most, over all
+    /// connections; more are refused at once with RESOURCE_EXHAUSTED (a 503
+    /// refusal for Check; health checks are not counted).
     #[arg(long, env = "AUTHD_MAX_CALLS_IN_FLIGHT",
           default_value_t = ServeSettings::DEFAULT_MAX_CALLS_IN_FLIGHT as u32,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -3,9 +3,12 @@
 //! A tour of the layout, from the wire inwards:
 //!
 //! - [`grpc`]: the transport edge. Converts protobuf to domain types and
-//!   back, maps errors to statuses, logs one line per call.
-//! - [`http`]: the HTTP face: the JWKS, the server metadata, and the
-//!   probes.
+//!   back, maps errors to statuses, logs one line per call; serves
+//!   Envoy's ext_authz beside our service.
+//! - [`http`]: the HTTP face: the JWKS, the server metadata, forward-auth
+//!   for nginx, Traefik and Caddy, and the probes.
+//! - [`proxy`]: what a proxy asking about a request is told, in HTTP
+//!   terms, shared by ext_authz and forward-auth.
 //! - [`domain`]: values parsed at the edge (`Username`, `Password`,
 //!   `AccessToken`, …); holding one means it is valid.
 //! - [`auth`]: the use cases (login, refresh, logout, validate, a user's
@@ -28,6 +31,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod jobs;
+pub mod proxy;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
@@ -19,7 +20,7 @@ use crate::{
         RefreshTokens, RevocationState, SessionSettings, SigningKeys, ThrottleSettings,
         TokenSettings, VerifiedTokens,
     },
-    grpc::{self, AuthApi, pb::auth_service_server::AuthServiceServer},
+    grpc::{self, AuthApi, CallLimit, ExtAuthzApi, pb::auth_service_server::AuthServiceServer},
     http::{HttpServer, HttpSettings, Metadata},
     jobs::{
         self, database_health::Readiness, key_rotation::RotationSettings, purge::PurgeSettings,
@@ -361,7 +362,10 @@ impl Application {
             transport,
             "authd is serving"
         );
-        let api = AuthServiceServer::new(AuthApi::new(auth, settings.max_calls_in_flight))
+        let limit = CallLimit::new(settings.max_calls_in_flight);
+        let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(auth.clone(), limit.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let api = AuthServiceServer::new(AuthApi::new(auth, limit))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -384,6 +388,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(ext_authz)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 begin_shutdown,
@@ -415,10 +420,11 @@ impl Application {
     }
 }
 
-/// Server reflection over our service and the health service, so grpcurl
+/// Server reflection over our services and the health service, so grpcurl
 /// and other tools need no proto files.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(grpc::EXT_AUTHZ_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

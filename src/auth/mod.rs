@@ -1,6 +1,7 @@
 //! The use cases: log in, log out, validate a token, manage accounts.
 //! Nothing here knows about gRPC; storage is reached through [`Store`].
 
+mod access;
 mod accounts;
 mod keys;
 mod password;
@@ -19,6 +20,7 @@ use std::{
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
+pub use access::Access;
 pub use accounts::{AccountError, Accounts};
 pub use keys::{
     KeyEncryptionKey, KeyInfo, KeyRing, KeyState, NoSigner, PublicJwk, PublicKey, RevokeRefusal,

@@ -1,11 +1,17 @@
 //! The transport edge: converts between protobuf and domain types, maps
 //! errors to gRPC statuses and logs one line per call. No business rules.
 
+mod ext_authz;
 mod redact;
 mod service;
 mod status;
 
-pub use service::AuthApi;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+pub use ext_authz::{EXT_AUTHZ_SERVICE_NAME, ExtAuthzApi, REQUIRED_ROLE_KEY};
+pub use service::{AuthApi, reason_name};
 
 /// Code generated from `proto/auth/v1/auth.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -17,8 +23,31 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/auth_descriptor.bin"));
 
+/// The encoded descriptors of Envoy's `envoy.service.auth.v3` and its
+/// imports, for reflection.
+pub const EXT_AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ext_authz_descriptor.bin"));
+
 /// The fully qualified name of the service, as health checks name it.
 pub const SERVICE_NAME: &str = "auth.v1.AuthService";
+
+/// The calls in flight that the services answering clients may hold at
+/// once, shared by all of them; beyond it calls are refused at once
+/// rather than queued.
+#[derive(Debug, Clone)]
+pub struct CallLimit(Arc<Semaphore>);
+
+impl CallLimit {
+    /// At most `max` calls at a time.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max)))
+    }
+
+    /// A place for one call, held until dropped; `None` when full.
+    fn try_enter(&self) -> Option<SemaphorePermit<'_>> {
+        self.0.try_acquire().ok()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -33,6 +62,20 @@ mod tests {
         assert_eq!(
             format!("{}.{}", auth.package(), auth.service[0].name()),
             SERVICE_NAME
+        );
+    }
+
+    #[test]
+    fn descriptor_set_describes_ext_authz() {
+        let set = prost_types::FileDescriptorSet::decode(EXT_AUTHZ_FILE_DESCRIPTOR_SET).unwrap();
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.name() == "envoy/service/auth/v3/external_auth.proto")
+            .unwrap();
+        assert_eq!(
+            format!("{}.{}", file.package(), file.service[0].name()),
+            EXT_AUTHZ_SERVICE_NAME
         );
     }
 }

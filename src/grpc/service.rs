@@ -3,15 +3,17 @@
 use std::{sync::Arc, time::Instant};
 
 use secrecy::ExposeSecret as _;
-use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::Level;
 
-use super::pb::{
-    self, GetJwksRequest, GetJwksResponse, JsonWebKey, ListSessionsRequest, ListSessionsResponse,
-    LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
-    RevokeSessionRequest, RevokeSessionResponse, TokenInvalidReason, ValidateTokenRequest,
-    ValidateTokenResponse,
+use super::{
+    CallLimit,
+    pb::{
+        self, GetJwksRequest, GetJwksResponse, JsonWebKey, ListSessionsRequest,
+        ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
+        RefreshRequest, RevokeSessionRequest, RevokeSessionResponse, TokenInvalidReason,
+        ValidateTokenRequest, ValidateTokenResponse,
+    },
 };
 use crate::{
     auth::{
@@ -25,26 +27,22 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AuthApi {
     auth: Arc<Authenticator>,
-    /// One permit per call in flight; none left means the server is full.
-    in_flight: Arc<Semaphore>,
+    /// Full means calls are refused with RESOURCE_EXHAUSTED.
+    limit: CallLimit,
 }
 
 impl AuthApi {
-    /// Serves `auth`, with at most `max_in_flight` calls at a time: more
-    /// are refused at once with RESOURCE_EXHAUSTED rather than queued.
+    /// Serves `auth`, with the calls in flight bounded by `limit`.
     ///
     /// The health and reflection services are not counted, so probes get
     /// an answer from a server at its limit.
-    pub fn new(auth: Arc<Authenticator>, max_in_flight: usize) -> Self {
-        Self {
-            auth,
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
-        }
+    pub fn new(auth: Arc<Authenticator>, limit: CallLimit) -> Self {
+        Self { auth, limit }
     }
 
-    /// Runs `call` while it holds one of the permits for calls in flight.
+    /// Runs `call` while it holds one of the places for calls in flight.
     async fn limited<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        let Ok(_in_flight) = self.in_flight.try_acquire() else {
+        let Some(_in_flight) = self.limit.try_enter() else {
             return Err(Status::resource_exhausted(
                 "the server is at its limit of calls in flight; retry shortly",
             ));
@@ -318,6 +316,13 @@ fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
         return Err(missing());
     }
     Ok(token.to_owned())
+}
+
+/// The reason's name in the proto without its enum's prefix (`REVOKED`),
+/// as the proxies' refusals say it.
+pub fn reason_name(reason: InvalidToken) -> &'static str {
+    let name = reason_code(reason).as_str_name();
+    name.strip_prefix("TOKEN_INVALID_REASON_").unwrap_or(name)
 }
 
 fn reason_code(reason: InvalidToken) -> TokenInvalidReason {

@@ -1,7 +1,7 @@
 //! The HTTP face, for the tools that do not speak gRPC: the JWKS and the
-//! server metadata for JWT libraries and gateways, and the liveness and
-//! readiness probes for load balancers. Plaintext, or HTTPS with the gRPC
-//! listener's certificate.
+//! server metadata for JWT libraries and gateways, forward-auth for
+//! proxies, and the liveness and readiness probes for load balancers.
+//! Plaintext, or HTTPS with the gRPC listener's certificate.
 
 mod routes;
 
@@ -17,7 +17,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use routes::{JWKS_PATH, METADATA_PATH, Metadata};
+pub use routes::{FORWARD_AUTH_PATH, JWKS_PATH, METADATA_PATH, Metadata};
 
 use crate::{auth::Authenticator, jobs::database_health::Readiness};
 

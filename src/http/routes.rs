@@ -1,14 +1,18 @@
-//! The HTTP endpoints: `GET` (and `HEAD`) only, no request body read.
+//! The HTTP endpoints: `GET` (and `HEAD`) only, but forward-auth, which
+//! takes any method; no request body is ever read.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use aws_lc_rs::digest;
 use axum::{
     Router,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
@@ -17,12 +21,18 @@ use crate::{
     auth::{Authenticator, PublicJwk},
     grpc::SERVICE_NAME,
     jobs::database_health::Readiness,
+    proxy::{self, Credentials, Verdict},
 };
 
 /// Where the JWKS is served.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Where the RFC 8414 metadata is served.
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// Where proxies ask whether a request may pass (nginx `auth_request`,
+/// Traefik ForwardAuth, Caddy `forward_auth`).
+pub const FORWARD_AUTH_PATH: &str = "/auth/verify";
+/// The query parameter naming a role the route requires; it may repeat.
+const REQUIRED_ROLE_PARAMETER: &str = "role";
 
 /// What the endpoints answer from.
 #[derive(Clone)]
@@ -105,6 +115,7 @@ pub(super) fn router(state: HttpState) -> Router {
     Router::new()
         .route(JWKS_PATH, get(jwks))
         .route(METADATA_PATH, get(metadata))
+        .route(FORWARD_AUTH_PATH, any(forward_auth))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -145,6 +156,44 @@ async fn metadata(State(state): State<HttpState>) -> Response {
     let cache_control = format!("public, max-age={}", state.jwks_max_age.as_secs());
     insert(&mut headers, header::CACHE_CONTROL, &cache_control);
     (StatusCode::OK, headers, state.metadata.as_ref().clone()).into_response()
+}
+
+/// Reads the `Authorization` header and the `role` parameters alone: other
+/// parameters are left alone, since Caddy passes on the client's query.
+async fn forward_auth(State(state): State<HttpState>, uri: Uri, request: HeaderMap) -> Response {
+    let started = Instant::now();
+    let credentials = Credentials::from_headers(
+        request
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let names: Vec<_> = form_urlencoded::parse(query)
+        .filter(|(key, _)| key == REQUIRED_ROLE_PARAMETER)
+        .map(|(_, role)| role)
+        .collect();
+    let roles = proxy::required_roles(names.iter().map(|name| name.as_ref()));
+    let verdict = proxy::decide(&state.auth, credentials, roles);
+    let latency_us = started.elapsed().as_micros();
+    tracing::debug!(path = FORWARD_AUTH_PATH, outcome = ?verdict.outcome, latency_us, "http");
+    verdict_response(verdict)
+}
+
+fn verdict_response(verdict: Verdict) -> Response {
+    let mut headers = HeaderMap::with_capacity(verdict.headers.len() + 1);
+    for (name, value) in verdict.headers {
+        headers.insert(name, value);
+    }
+    if verdict.status.is_success() {
+        // Empty rather than absent: a proxy that copies the header then
+        // overwrites a client's own whatever its rules for absent ones.
+        for name in verdict.remove {
+            headers.insert(name, HeaderValue::from_static(""));
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    (verdict.status, headers, verdict.body).into_response()
 }
 
 async fn healthz() -> Response {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    grpc::SERVICE_NAME,
+    grpc::{EXT_AUTHZ_SERVICE_NAME, SERVICE_NAME},
     store::{Storage as _, Store},
 };
 
@@ -80,4 +80,7 @@ pub async fn watch(
 async fn set(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(SERVICE_NAME, status).await;
+    reporter
+        .set_service_status(EXT_AUTHZ_SERVICE_NAME, status)
+        .await;
 }

@@ -779,6 +779,20 @@ impl World {
             .unwrap()
     }
 
+    /// [`World::alice_token`], and a second Login of alice, logged out.
+    pub(crate) async fn alice_token_and_a_logged_out_one(
+        &mut self,
+    ) -> (LoginResponse, LoginResponse) {
+        let live = self.alice_token().await;
+        let logged_out = self
+            .app
+            .login("alice", "correct horse battery")
+            .await
+            .unwrap();
+        self.app.logout(&logged_out.access_token).await.unwrap();
+        (live, logged_out)
+    }
+
     pub(crate) async fn revoked_rows(&self) -> i64 {
         self.sql.revoked_rows().await
     }

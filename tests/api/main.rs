@@ -11,6 +11,7 @@ mod logout;
 mod operations;
 mod passwords;
 mod pooler;
+mod proxy_auth;
 mod purge;
 mod sessions;
 mod store;

@@ -75,14 +75,8 @@ async fn validate_fails_closed(app: &mut TestApp, live: &str, revoked: &str) {
 async fn without_its_database_the_service_is_unavailable_and_never_says_valid() {
     let proxy = DbProxy::start().await;
     let mut world = World::behind(&proxy).await;
-    let login = world.alice_token().await;
-    let logged_out = world
-        .app
-        .login("alice", "correct horse battery")
-        .await
-        .unwrap();
+    let (login, logged_out) = world.alice_token_and_a_logged_out_one().await;
     let app = &mut world.app;
-    app.logout(&logged_out.access_token).await.unwrap();
     assert!(app.validate(&login.access_token).await.valid);
 
     proxy.cut();
@@ -199,14 +193,8 @@ async fn ten_thousand_streams_on_one_connection_are_all_answered(backend: Backen
 async fn a_database_that_stops_answering_makes_calls_unavailable_not_hung() {
     let proxy = DbProxy::start().await;
     let mut world = World::behind(&proxy).await;
-    let login = world.alice_token().await;
-    let logged_out = world
-        .app
-        .login("alice", "correct horse battery")
-        .await
-        .unwrap();
+    let (login, logged_out) = world.alice_token_and_a_logged_out_one().await;
     let app = &mut world.app;
-    app.logout(&logged_out.access_token).await.unwrap();
 
     proxy.freeze();
 

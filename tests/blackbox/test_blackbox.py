@@ -426,7 +426,7 @@ def test_jwt_libraries_verify_tokens_from_the_jwks_url_across_a_rotation(pb, dat
             published = lambda: [k["kid"] for k in json.loads(server.get("/.well-known/jwks.json")[2])["keys"]]  # noqa: E731
             wait_for(lambda: published() == [old_kid, new_kid], 5, "the pending key in the JWKS")
 
-            jose = subprocess.Popen(["node", os.environ["AUTHD_JOSE_VERIFY"], url], stdin=subprocess.PIPE,
+            jose = subprocess.Popen(["node", str(Path(os.environ["AUTHD_NODE_DIR"]) / "verify.mjs"), url], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True)
 
             def jose_verifies(token):

@@ -452,6 +452,60 @@ async fn run_backend(
         note: format!("open loop, {:.0}/s offered", hot_rate / 2.0),
     });
 
+    // ext-authz: Envoy's Check with the hot tokens, taking turns with
+    // health as validate-hot does; then at half its rate, for the latency
+    // a proxy sees inside its timeout.
+    let check_requests = Arc::new(check_requests(&hot)?);
+    let (health_beside, ext_authz) = lanes
+        .alternating(
+            args.in_flight,
+            duration,
+            ROUNDS,
+            Arc::new(HealthCalls::new()?),
+            CheckCalls::shared(&check_requests, &revoked, workers, &login.user_id),
+        )
+        .await;
+    let check_rate = ext_authz.rate();
+    let ext_authz_ratio = check_rate / health_beside.rate();
+    rows.push(Row {
+        scenario: "ext-authz",
+        measured: ext_authz,
+        note: format!(
+            "Check as Envoy sends it, the validate-hot tokens; taking turns with health \
+             ({:.0}/s in its turns): {ext_authz_ratio:.2} x",
+            health_beside.rate()
+        ),
+    });
+    let half = lanes
+        .open_loop(
+            check_rate / 2.0,
+            duration,
+            CheckCalls::shared(&check_requests, &revoked, 1, &login.user_id),
+        )
+        .await;
+    rows.push(Row {
+        scenario: "ext-authz at half load",
+        measured: half,
+        note: format!("open loop, {:.0}/s offered", check_rate / 2.0),
+    });
+    // forward-auth: what nginx, Traefik and Caddy send, over HTTP/1.1.
+    let forward_auth = http::forward_auth_load(
+        server.http,
+        workers,
+        duration,
+        &hot,
+        &revoked,
+        &login.user_id,
+    )
+    .await?;
+    rows.push(Row {
+        scenario: "forward-auth",
+        measured: forward_auth,
+        note: format!(
+            "HTTP/1.1 GET /auth/verify, {workers} keep-alive connections, the validate-hot tokens"
+        ),
+    });
+
     // jwks: HTTP GETs of the key set, as JWT libraries make them.
     let (jwks, kids) = http::jwks_load(server.http, workers, duration).await?;
     http::expect_keys(&kids, 3)?;
@@ -622,14 +676,18 @@ async fn run_backend(
     second.stop().await?;
     server.stop().await?;
     let mut out = table(backend, &rows, peak);
-    out.push_str(&goals(&rows, login_ratio));
+    out.push_str(&goals(&rows, login_ratio, ext_authz_ratio));
     // A wrong answer fails the run; so does a health or ValidateToken
     // scenario with no answer at all within its window (a stalled
     // connection would otherwise read as a rate of 0).
     let wrong = rows.iter().any(|r| !r.measured.wrong.is_empty());
     let silent: Vec<&str> = rows
         .iter()
-        .filter(|r| r.scenario.contains("health") || r.scenario.contains("validate"))
+        .filter(|r| {
+            ["health", "validate", "ext-authz", "forward-auth"]
+                .iter()
+                .any(|name| r.scenario.contains(name))
+        })
         .filter(|r| r.measured.rate() == 0.0)
         .map(|r| r.scenario)
         .collect();
@@ -951,6 +1009,168 @@ impl Calls for ColdCalls {
 
 const VALIDATE_TOKEN: &str = "/auth.v1.AuthService/ValidateToken";
 
+/// Envoy's Check over a pool of tokens, each worker striding through it as
+/// in [`HotCalls`]: the revoked ones must be denied with REVOKED, the
+/// others allowed with the user's id in `x-authd-user-id`.
+struct CheckCalls {
+    requests: Arc<Vec<Bytes>>,
+    revoked: Arc<HashSet<usize>>,
+    workers: usize,
+    user_id: String,
+}
+
+impl CheckCalls {
+    fn shared(
+        requests: &Arc<Vec<Bytes>>,
+        revoked: &Arc<HashSet<usize>>,
+        workers: usize,
+        user_id: &str,
+    ) -> Arc<dyn Calls> {
+        Arc::new(Self {
+            requests: requests.clone(),
+            revoked: revoked.clone(),
+            workers,
+            user_id: user_id.to_owned(),
+        })
+    }
+}
+
+impl Calls for CheckCalls {
+    fn path(&self) -> &'static str {
+        "/envoy.service.auth.v3.Authorization/Check"
+    }
+
+    fn request(&self, worker: usize, iteration: u64) -> Option<(Bytes, usize)> {
+        let iteration = iteration as usize;
+        let index = (worker + iteration * self.workers.max(1) + iteration) % self.requests.len();
+        Some((self.requests[index].clone(), index))
+    }
+
+    fn check(&self, index: usize, message: &[u8]) -> Result<Outcome, String> {
+        let answer = CheckAnswer::decode(message).map_err(|e| format!("Check: {e}"))?;
+        let code = answer.status.map_or(-1, |status| status.code);
+        let vouched = answer.ok.as_ref().and_then(|ok| {
+            ok.headers
+                .iter()
+                .filter_map(|option| option.header.as_ref())
+                .find(|header| header.key == "x-authd-user-id")
+                .map(|header| header.value.as_str())
+        });
+        let denied = answer.denied.map(|denied| denied.body).unwrap_or_default();
+        match (self.revoked.contains(&index), code) {
+            (false, 0) if vouched == Some(self.user_id.as_str()) => Ok(Outcome::Served),
+            (true, 16) if denied.contains("\"REVOKED\"") => Ok(Outcome::Served),
+            (true, 0) => Err(format!("Check: revoked token {index} allowed")),
+            (_, code) => Err(format!("Check: token {index}: code {code}, {denied}")),
+        }
+    }
+}
+
+/// The parts of a CheckResponse the benchmark checks, as with
+/// [`ValidateAnswer`]: the status, the denial's body, the headers set.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckAnswer {
+    #[prost(message, optional, tag = "1")]
+    status: Option<CheckStatus>,
+    #[prost(message, optional, tag = "2")]
+    denied: Option<CheckDenied>,
+    #[prost(message, optional, tag = "3")]
+    ok: Option<CheckOk>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckDenied {
+    #[prost(string, tag = "3")]
+    body: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckOk {
+    #[prost(message, repeated, tag = "2")]
+    headers: Vec<CheckHeaderOption>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckHeaderOption {
+    #[prost(message, optional, tag = "1")]
+    header: Option<CheckHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckHeader {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+/// Each token in a framed CheckRequest with the attributes Envoy sends for
+/// an ordinary GET (peer addresses, method, path, a handful of headers),
+/// encoded once, before the load.
+fn check_requests(tokens: &[String]) -> anyhow::Result<Vec<Bytes>> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{Address, SocketAddress, address, socket_address},
+        service::auth::v3::{AttributeContext, CheckRequest, attribute_context},
+    };
+    let peer = |ip: &str, port| attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.to_owned(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(n, token)| {
+            let headers = [
+                (":authority", "api.example.com".to_owned()),
+                (":method", "GET".to_owned()),
+                (":path", "/v1/items?page=2".to_owned()),
+                (":scheme", "https".to_owned()),
+                ("accept", "application/json".to_owned()),
+                ("user-agent", "bench/1.0".to_owned()),
+                ("x-forwarded-proto", "https".to_owned()),
+                ("x-request-id", uuid::Uuid::new_v4().to_string()),
+                ("authorization", format!("Bearer {token}")),
+            ];
+            let request = CheckRequest {
+                attributes: Some(AttributeContext {
+                    source: Some(peer("10.0.0.7", 40_000 + (n % 20_000) as u32)),
+                    destination: Some(peer("10.0.0.2", 8443)),
+                    request: Some(attribute_context::Request {
+                        http: Some(attribute_context::HttpRequest {
+                            id: n.to_string(),
+                            method: "GET".into(),
+                            path: "/v1/items?page=2".into(),
+                            host: "api.example.com".into(),
+                            scheme: "https".into(),
+                            protocol: "HTTP/2".into(),
+                            headers: headers
+                                .into_iter()
+                                .map(|(key, value)| (key.to_owned(), value))
+                                .collect(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            };
+            framed(&request.encode_to_vec())
+        })
+        .collect()
+}
+
 fn login_call(channels: &Arc<Vec<Channel>>) -> Call {
     let channels = channels.clone();
     Arc::new(move |_, iteration| {
@@ -1119,7 +1339,7 @@ fn table(backend: &str, rows: &[Row], peak_rss_kib: u64) -> String {
 }
 
 /// The targets, met or missed in this run.
-fn goals(rows: &[Row], login_ratio: f64) -> String {
+fn goals(rows: &[Row], login_ratio: f64, ext_authz_ratio: f64) -> String {
     let find = |name: &str| {
         rows.iter()
             .find(|r| r.scenario == name)
@@ -1137,11 +1357,27 @@ fn goals(rows: &[Row], login_ratio: f64) -> String {
     let flood = p99("mixed at half load: validate-hot");
     let lag = p99("logout seen by a 2nd instance");
     let refresh = rate("refresh") / rate("logout");
+    let check_half = p99("ext-authz at half load");
     let goals = [
         Goal {
             target: "validate-hot (three published keys) >= 0.85 x health",
             measured: format!("{hot:.2}"),
             met: hot >= 0.85,
+        },
+        Goal {
+            target: "ext-authz Check >= 0.8 x health (taking turns)",
+            measured: format!("{ext_authz_ratio:.2}"),
+            met: ext_authz_ratio >= 0.8,
+        },
+        Goal {
+            target: "ext-authz p99 <= 1 ms at half load",
+            measured: format!("{check_half:.2} ms"),
+            met: check_half <= 1.0,
+        },
+        Goal {
+            target: "forward-auth answered (HTTP GETs per second, every answer checked)",
+            measured: format!("{:.0}/s", rate("forward-auth")),
+            met: rate("forward-auth") > 0.0,
         },
         Goal {
             target: "jwks answered (HTTP GETs per second, every body checked)",
