@@ -962,8 +962,7 @@ impl Calls for HotCalls {
     }
 
     fn request(&self, worker: usize, iteration: u64) -> Option<(Bytes, usize)> {
-        let iteration = iteration as usize;
-        let index = (worker + iteration * self.workers.max(1) + iteration) % self.requests.len();
+        let index = stride(worker, iteration, self.workers, self.requests.len());
         Some((self.requests[index].clone(), index))
     }
 
@@ -1009,6 +1008,13 @@ impl Calls for ColdCalls {
 
 const VALIDATE_TOKEN: &str = "/auth.v1.AuthService/ValidateToken";
 
+/// The pool index of call `iteration` of `worker` among `workers`: each
+/// worker strides through the pool, no two on the same token at once.
+fn stride(worker: usize, iteration: u64, workers: usize, len: usize) -> usize {
+    let iteration = iteration as usize;
+    (worker + iteration * workers.max(1) + iteration) % len
+}
+
 /// Envoy's Check over a pool of tokens, each worker striding through it as
 /// in [`HotCalls`]: the revoked ones must be denied with REVOKED, the
 /// others allowed with the user's id in `x-authd-user-id`.
@@ -1041,8 +1047,7 @@ impl Calls for CheckCalls {
     }
 
     fn request(&self, worker: usize, iteration: u64) -> Option<(Bytes, usize)> {
-        let iteration = iteration as usize;
-        let index = (worker + iteration * self.workers.max(1) + iteration) % self.requests.len();
+        let index = stride(worker, iteration, self.workers, self.requests.len());
         Some((self.requests[index].clone(), index))
     }
 
