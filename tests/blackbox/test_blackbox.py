@@ -68,9 +68,9 @@ class Postgres:
     def env(self):
         return {**os.environ, "DATABASE_URL": self.url, "AUTHD_DATA_DIR": str(self.workdir)}
 
-    def revoked_rows(self):
+    def rows(self, table):
         with psycopg.connect(self.url) as conn:
-            return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
+            return conn.execute(f"select count(*) from {table}").fetchone()[0]
 
     @contextlib.contextmanager
     def purge_lock_held(self):
@@ -98,9 +98,9 @@ class Sqlite:
     def file(self):
         return self.workdir / "authd-data" / "authd.db"
 
-    def revoked_rows(self):
+    def rows(self, table):
         with sqlite3.connect(self.file) as conn:
-            return conn.execute("select count(*) from revoked_tokens").fetchone()[0]
+            return conn.execute(f"select count(*) from {table}").fetchone()[0]
 
     @contextlib.contextmanager
     def purge_lock_held(self):
@@ -261,7 +261,7 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
             assert not answer.valid
             assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
-        assert database.revoked_rows() == 1
+        assert database.rows("revoked_tokens") == 1
         # Hashing runs at nice 10 unless asked otherwise.
         threads = hashing_threads(server.proc.pid)
         assert threads and all(t == (SCHED_OTHER, 10) for t in threads), threads
@@ -485,12 +485,14 @@ def test_purge_empties_revocations_after_expiry(pb, database):
             stub = auth_pb2_grpc.AuthServiceStub(channel)
             token = stub.Login(auth_pb2.LoginRequest(username="bob", password=PASSWORD)).access_token
             stub.Logout(auth_pb2.LogoutRequest(access_token=token))
-            assert database.revoked_rows() == 1
-            # The row outlives the token by the leeway (0 s here); the task
-            # purging every second removes it soon after.
+            assert database.rows("revoked_tokens") == 1
+            # The rows outlive the token by the leeway (0 s here); the task
+            # purging every second removes them soon after. The session goes
+            # later in the same pass, which the shutdown below may cut short:
+            # wait for both.
             deadline = time.monotonic() + 20
-            while database.revoked_rows() != 0:
-                assert time.monotonic() < deadline, "the purge never removed the row"
+            while database.rows("revoked_tokens") + database.rows("sessions") != 0:
+                assert time.monotonic() < deadline, "the purge never removed the rows"
                 time.sleep(0.2)
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
             assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_EXPIRED
@@ -638,7 +640,7 @@ def test_processes_sharing_one_sqlite_file_under_load(pb, tmp_path):
         assert failures == []
         assert len(logouts) == 6 * 15
         assert max(lags) < 1.0, f"slowest propagation {max(lags):.3f} s"
-        assert database.revoked_rows() == 6 * 15
+        assert database.rows("revoked_tokens") == 6 * 15
     finally:
         for s in servers:
             assert s.terminate() == 0

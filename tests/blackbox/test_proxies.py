@@ -272,4 +272,4 @@ def test_the_python_and_node_snippets_of_the_clients_guide_run(pb, database, tmp
         assert after == "after logout null"
     finally:
         assert server.terminate() == 0
-    assert database.revoked_rows() == 2
+    assert database.rows("revoked_tokens") == 2
