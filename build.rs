@@ -60,21 +60,13 @@ fn ext_authz_descriptors() -> Result<prost_types::FileDescriptorSet, BoxError> {
 /// Where cargo keeps the source of the dependency `name`, as `cargo metadata`
 /// resolves it for this workspace (registry, vendored or git alike).
 fn package_dir(name: &str) -> Result<PathBuf, BoxError> {
-    let cargo = env::var("CARGO")?;
-    let manifest = Path::new(&env::var("CARGO_MANIFEST_DIR")?).join("Cargo.toml");
-    let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--locked"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    // Only the target's packages: a build downloads no other platform's.
+    // Offline first, as the build has fetched what it compiles; a build
+    // of one binary has not fetched the dev-dependencies metadata also
+    // resolves, so then once more, free to fetch them.
+    let metadata = cargo_metadata(true).or_else(|offline| {
+        cargo_metadata(false).map_err(|online| format!("{offline}; then {online}"))
+    })?;
     let manifest_path = metadata["packages"]
         .as_array()
         .into_iter()
@@ -86,4 +78,28 @@ fn package_dir(name: &str) -> Result<PathBuf, BoxError> {
         .parent()
         .ok_or("a manifest path without a directory")?
         .to_owned())
+}
+
+fn cargo_metadata(offline: bool) -> Result<serde_json::Value, BoxError> {
+    let manifest = Path::new(&env::var("CARGO_MANIFEST_DIR")?).join("Cargo.toml");
+    let mut command = Command::new(env::var("CARGO")?);
+    command
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .arg("--filter-platform")
+        .arg(env::var("TARGET")?)
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if offline {
+        command.arg("--offline");
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata{} failed: {}",
+            if offline { " --offline" } else { "" },
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
 }
