@@ -10,9 +10,7 @@ use std::{
 };
 
 use authd::{
-    auth::{
-        Accounts, HashCost, HashingPriority, PasswordPolicy, Passwords, SigningKey, SigningKeys,
-    },
+    auth::{Accounts, HashingPriority, PasswordPolicy, Passwords, SigningKey, SigningKeys},
     domain::{Password, Role, Username},
     grpc::pb::{
         LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
@@ -722,7 +720,8 @@ impl World {
         let store = db.store().await;
         let accounts = Accounts::new(
             store.clone(),
-            Passwords::new(HashCost::default(), 2, HashingPriority::default()).unwrap(),
+            // The server's cost, so that its checks cost what the test set.
+            Passwords::new(app.settings.password_cost, 2, HashingPriority::default()).unwrap(),
             PasswordPolicy::default(),
         );
         let sql = db.sql().await;
