@@ -4,6 +4,7 @@
 //! own wire.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use uuid::Uuid;
 
 use crate::{
     auth::{Access, AuthError, Authenticator, Claims},
@@ -161,14 +162,14 @@ pub fn overloaded() -> Verdict {
 
 fn allowed(claims: &Claims) -> Verdict {
     let mut headers = vec![
-        (USER_ID, text_value(&claims.sub.to_string())),
+        (USER_ID, uuid_value(claims.sub)),
         (USERNAME, text_value(&claims.username)),
         (ROLES, roles_value(&claims.roles)),
-        (TOKEN_ID, text_value(&claims.jti.to_string())),
+        (TOKEN_ID, uuid_value(claims.jti)),
     ];
     let mut remove = Vec::new();
     match claims.sid {
-        Some(sid) => headers.push((SESSION_ID, text_value(&sid.to_string()))),
+        Some(sid) => headers.push((SESSION_ID, uuid_value(sid))),
         None => remove.push(SESSION_ID),
     }
     Verdict {
@@ -229,6 +230,13 @@ fn roles_value(roles: &[String]) -> HeaderValue {
         .collect::<Vec<_>>()
         .join(",");
     ascii_value(joined)
+}
+
+fn uuid_value(id: Uuid) -> HeaderValue {
+    // Hyphenated hex is visible ASCII: nothing to encode.
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+        .unwrap_or(HeaderValue::from_static(""))
 }
 
 fn text_value(text: &str) -> HeaderValue {

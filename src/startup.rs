@@ -9,7 +9,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
@@ -33,6 +32,10 @@ use crate::{
 /// The largest request message accepted. Ours are far smaller (a token is
 /// at most 8 KiB); larger ones are refused before they are decoded.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// The largest ext_authz `CheckRequest` accepted: Envoy sends all of a
+/// request's headers (60 KiB by its default limit) and, where asked, some
+/// of its body; what authd does not read is skipped, not decoded.
+const MAX_CHECK_REQUEST_BYTES: usize = 256 * 1024;
 /// Concurrent HTTP/2 streams one client connection may open: well below
 /// the limit of calls in flight, so one connection cannot take them all.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -363,8 +366,7 @@ impl Application {
             "authd is serving"
         );
         let limit = CallLimit::new(settings.max_calls_in_flight);
-        let ext_authz = AuthorizationServer::new(ExtAuthzApi::new(auth.clone(), limit.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let ext_authz = ExtAuthzApi::new(auth.clone(), limit.clone(), MAX_CHECK_REQUEST_BYTES);
         let api = AuthServiceServer::new(AuthApi::new(auth, limit))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut builder = Server::builder();

@@ -1,6 +1,8 @@
 //! Whether a request a proxy holds may pass on: a valid token of ours that
 //! carries every role the route requires.
 
+use std::sync::Arc;
+
 use super::{AuthError, Authenticator, Claims, InvalidToken, Validity};
 use crate::domain::{AccessToken, Role};
 
@@ -8,13 +10,13 @@ use crate::domain::{AccessToken, Role};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// Valid, and holding every required role.
-    Granted(Claims),
+    Granted(Arc<Claims>),
     /// The request carried no bearer token.
     NoToken,
     /// The token is not valid, and why.
     Invalid(InvalidToken),
     /// Valid, but lacking a required role.
-    MissingRole(Claims),
+    MissingRole(Arc<Claims>),
 }
 
 impl Authenticator {

@@ -154,8 +154,9 @@ pub enum LogoutScope {
 /// The answer of [`Authenticator::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validity {
-    /// Signed by us, current, not revoked.
-    Valid(Claims),
+    /// Signed by us, current, not revoked; shared with the verified-token
+    /// cache, so that answering from memory copies nothing.
+    Valid(Arc<Claims>),
     /// Not valid, and why.
     Invalid(InvalidToken),
 }
@@ -350,7 +351,7 @@ impl Authenticator {
         if self.is_revoked(&claims)? {
             return Ok(Validity::Invalid(InvalidToken::Revoked));
         }
-        Ok(Validity::Valid(Claims::clone(&claims)))
+        Ok(Validity::Valid(claims))
     }
 
     /// The token's claims, from the cache or by verifying it.

@@ -188,6 +188,26 @@ async fn check_allows_a_valid_token_and_vouches_for_its_identity(backend: Backen
             .code,
         Code::Ok
     );
+
+    // Envoy sends every header (up to 60 KiB by default) and, where
+    // configured, the body: a large request is answered all the same.
+    let cookie = "c".repeat(60 * 1024);
+    let mut large = request(
+        &[("authorization", &bearer), ("cookie", &cookie)],
+        false,
+        &[],
+    );
+    if let Some(http) = large
+        .attributes
+        .as_mut()
+        .and_then(|attributes| attributes.request.as_mut())
+        .and_then(|request| request.http.as_mut())
+    {
+        http.body = "b".repeat(64 * 1024);
+    }
+    let checked = check_request(&world.app, large).await;
+    assert_eq!(checked.code, Code::Ok, "{checked:?}");
+    assert_eq!(checked.headers["x-authd-user-id"], login.user_id);
 }
 
 async fn check_denies_what_validate_token_refuses(backend: Backend) {

@@ -186,7 +186,7 @@ impl Authenticator {
     /// The claims of `token`, when it is valid.
     fn caller(&self, token: &AccessToken) -> Result<super::Claims, AuthError> {
         match self.validate(token)? {
-            Validity::Valid(claims) => Ok(claims),
+            Validity::Valid(claims) => Ok(super::Claims::clone(&claims)),
             Validity::Invalid(reason) => Err(AuthError::InvalidToken(reason)),
         }
     }

@@ -1,20 +1,33 @@
 //! `envoy.service.auth.v3.Authorization` (Envoy's and Istio's ext_authz)
 //! over the proxy decision of [`crate::proxy`].
 
-use std::{sync::Arc, time::Instant};
+mod request;
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use tonic::{Code, Request, Response, Status};
+use tonic::{
+    Code, Request, Response, Status,
+    body::Body,
+    codegen::{Body as HttpBody, BoxFuture, Service, StdError, http},
+    server::{Grpc, NamedService, UnaryService},
+};
+use tonic_prost::ProstCodec;
 
+use self::request::CheckView;
 use super::CallLimit;
 use crate::{
     auth::Authenticator,
-    domain::{InvalidInput, Role},
-    proxy::{self, Credentials, Outcome, Verdict},
+    proxy::{self, Outcome, Verdict},
 };
 
 /// The `context_extensions` key naming the role a route requires.
@@ -23,105 +36,83 @@ pub const REQUIRED_ROLE_KEY: &str = "authd_required_role";
 /// The fully qualified name of the service, as health checks name it.
 pub const EXT_AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 
-/// The ext_authz face of the [`Authenticator`].
+/// The path of the one method.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// The ext_authz face of the [`Authenticator`], served as the gRPC service
+/// [`EXT_AUTHZ_SERVICE_NAME`]. It is written out here rather than taken
+/// from envoy-types' server so that requests decode into [`CheckView`];
+/// answers are envoy-types' own `CheckResponse`.
 #[derive(Debug, Clone)]
 pub struct ExtAuthzApi {
     auth: Arc<Authenticator>,
     limit: CallLimit,
+    max_request_bytes: usize,
 }
 
 impl ExtAuthzApi {
-    /// Answers from `auth`, sharing `limit` with the other services.
-    pub fn new(auth: Arc<Authenticator>, limit: CallLimit) -> Self {
-        Self { auth, limit }
+    /// Answers from `auth`, sharing `limit` with the other services, and
+    /// refuses requests over `max_request_bytes` (OUT_OF_RANGE, as tonic
+    /// refuses any oversized message).
+    pub fn new(auth: Arc<Authenticator>, limit: CallLimit, max_request_bytes: usize) -> Self {
+        Self {
+            auth,
+            limit,
+            max_request_bytes,
+        }
     }
-}
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzApi {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+    fn check(&self, check: &CheckView) -> CheckResponse {
         let started = Instant::now();
         let verdict = match self.limit.try_enter() {
             None => proxy::overloaded(),
-            Some(_permit) => {
-                let check = request.into_inner();
-                proxy::decide(&self.auth, credentials(&check), required_roles(&check))
-            }
+            Some(_permit) => proxy::decide(&self.auth, check.credentials(), check.required_roles()),
         };
         let outcome = verdict.outcome;
         let response = check_response(verdict);
         let latency_us = started.elapsed().as_micros();
         tracing::debug!(method = "Check", ?outcome, latency_us, "rpc");
-        Ok(Response::new(response))
+        response
     }
 }
 
-/// The request's `Authorization` values: from `headers`, where Envoy
-/// merges repeated ones with commas, or from `header_map` when Envoy
-/// sends raw headers.
-fn credentials(check: &CheckRequest) -> Credentials {
-    let Some(http) = check
-        .attributes
-        .as_ref()
-        .and_then(|attributes| attributes.request.as_ref())
-        .and_then(|request| request.http.as_ref())
-    else {
-        return Credentials::None;
-    };
-    if let Some(map) = http
-        .header_map
-        .as_ref()
-        .filter(|map| !map.headers.is_empty())
-    {
-        return Credentials::from_headers(
-            map.headers
-                .iter()
-                .filter(|header| header.key.eq_ignore_ascii_case("authorization"))
-                .map(|header| {
-                    if header.raw_value.is_empty() {
-                        header.value.as_bytes()
-                    } else {
-                        header.raw_value.as_slice()
-                    }
-                }),
-        );
-    }
-    Credentials::from_headers(
-        http.headers
-            .get("authorization")
-            .map(String::as_bytes)
-            .into_iter(),
-    )
+impl NamedService for ExtAuthzApi {
+    const NAME: &'static str = EXT_AUTHZ_SERVICE_NAME;
 }
 
-/// The roles the route requires: Envoy's per-route `context_extensions`.
-/// A key of ours that is misspelt must not pass as no requirement.
-fn required_roles(check: &CheckRequest) -> Result<Vec<Role>, InvalidInput> {
-    let Some(extensions) = check
-        .attributes
-        .as_ref()
-        .map(|attributes| &attributes.context_extensions)
-    else {
-        return Ok(Vec::new());
-    };
-    if let Some(unknown) = extensions
-        .keys()
-        .find(|key| key.starts_with("authd_") && key.as_str() != REQUIRED_ROLE_KEY)
-    {
-        return Err(InvalidInput::new(
-            "context_extensions",
-            format!("{unknown} is not a key authd knows; it takes {REQUIRED_ROLE_KEY}"),
-        ));
+impl UnaryService<CheckView> for ExtAuthzApi {
+    type Response = CheckResponse;
+    type Future = std::future::Ready<Result<Response<CheckResponse>, Status>>;
+
+    fn call(&mut self, request: Request<CheckView>) -> Self::Future {
+        std::future::ready(Ok(Response::new(self.check(request.get_ref()))))
     }
-    proxy::required_roles(
-        extensions
-            .get(REQUIRED_ROLE_KEY)
-            .map(String::as_str)
-            .into_iter(),
-    )
+}
+
+impl<B> Service<http::Request<B>> for ExtAuthzApi
+where
+    B: HttpBody + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let api = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != CHECK_PATH {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let mut grpc = Grpc::new(ProstCodec::<CheckResponse, CheckView>::default())
+                .apply_max_message_size_config(Some(api.max_request_bytes), None);
+            Ok(grpc.unary(api, request).await)
+        })
+    }
 }
 
 fn check_response(verdict: Verdict) -> CheckResponse {
@@ -136,7 +127,7 @@ fn check_response(verdict: Verdict) -> CheckResponse {
     let headers = verdict
         .headers
         .iter()
-        .map(|(name, value)| header(name.as_str(), value.as_bytes()))
+        .map(|(name, value)| header(name.as_str(), value))
         .collect();
     let http_response = if verdict.outcome == Outcome::Allowed {
         HttpResponse::OkResponse(OkHttpResponse {
@@ -171,12 +162,12 @@ fn check_response(verdict: Verdict) -> CheckResponse {
 }
 
 /// One header, overwriting any of that name the client sent.
-fn header(name: &str, value: &[u8]) -> HeaderValueOption {
+fn header(name: &str, value: &http::HeaderValue) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: name.to_owned(),
             // Every value of ours is visible ASCII.
-            value: String::from_utf8_lossy(value).into_owned(),
+            value: value.to_str().unwrap_or_default().to_owned(),
             raw_value: Vec::new(),
         }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
