@@ -17,6 +17,7 @@ use crate::{
         TokenSettings,
     },
     domain::Role,
+    grpc::TrustedProxies,
     http::HttpSettings,
     jobs::{key_rotation::RotationSettings, purge::PurgeSettings},
     startup::{ServeSettings, default_publish_lead},
@@ -301,6 +302,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHD_PURGE_BATCH_SIZE", default_value_t = PurgeSettings::DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub purge_batch_size: u32,
+    /// How long authd keeps serving after SIGTERM, with health (gRPC and
+    /// /readyz) NOT_SERVING, before it closes its listeners: load balancers
+    /// stop sending in that time, and no call is refused.
+    #[arg(long, env = "AUTHD_SHUTDOWN_DELAY", value_parser = duration,
+          default_value_t = ServeSettings::DEFAULT_SHUTDOWN_DELAY.into())]
+    pub shutdown_delay: humantime::Duration,
     /// How long shutdown waits for calls in flight before dropping them.
     #[arg(long, env = "AUTHD_SHUTDOWN_GRACE_PERIOD", value_parser = duration,
           default_value_t = ServeSettings::DEFAULT_SHUTDOWN_GRACE_PERIOD.into())]
@@ -315,11 +322,23 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHD_TOKEN_CACHE_MIB",
           default_value_t = ServeSettings::DEFAULT_TOKEN_CACHE_BYTES >> 20)]
     pub token_cache_mib: u64,
-    /// Throttling of failed Logins: `on` counts failures per username and
-    /// per client address, `username` per username only (behind a gateway
-    /// whose address all Logins share), `off` not at all.
+    /// Throttling of failed Logins: `username` counts failures per username
+    /// (one user's typos or attacker never refuse another user), `on` per
+    /// username and per client address (see --trusted-proxies), `off` not
+    /// at all.
     #[arg(long, env = "AUTHD_LOGIN_THROTTLE", default_value_t = ThrottleSettings::default().mode)]
     pub login_throttle: ThrottleMode,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose
+    /// `x-forwarded-for` names the client: a Login through one is counted
+    /// and its session recorded under the rightmost forwarded address that
+    /// is not itself a trusted proxy. Empty: the peer's address, always.
+    #[arg(
+        long,
+        env = "AUTHD_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: TrustedProxies,
     /// Failed Logins allowed per username (and per address) before the
     /// back-off starts; each further failure doubles it.
     #[arg(long, env = "AUTHD_LOGIN_THROTTLE_FAILURES",
@@ -644,6 +663,7 @@ impl ServeArgs {
             },
             tokens,
             login_throttle,
+            trusted_proxies: self.trusted_proxies.clone(),
             max_calls_in_flight: self.max_calls_in_flight as usize,
             tls: self
                 .tls_cert
@@ -654,6 +674,7 @@ impl ServeArgs {
                     key,
                     client_ca: self.tls_client_ca.clone(),
                 }),
+            shutdown_delay: *self.shutdown_delay,
             shutdown_grace_period: *self.shutdown_grace_period,
             request_timeout: *self.request_timeout,
             token_cache_bytes: self.token_cache_mib.saturating_mul(1 << 20),

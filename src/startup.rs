@@ -19,7 +19,10 @@ use crate::{
         RefreshTokens, RevocationState, SessionSettings, SigningKeys, ThrottleSettings,
         TokenSettings, VerifiedTokens,
     },
-    grpc::{self, AuthApi, CallLimit, ExtAuthzApi, pb::auth_service_server::AuthServiceServer},
+    grpc::{
+        self, AuthApi, CallLimit, ExtAuthzApi, TrustedProxies,
+        pb::auth_service_server::AuthServiceServer,
+    },
     http::{HttpServer, HttpSettings, Metadata},
     jobs::{
         self, database_health::Readiness, key_rotation::RotationSettings, purge::PurgeSettings,
@@ -81,6 +84,9 @@ pub struct ServeSettings {
     pub hashing_priority: HashingPriority,
     /// The purge task.
     pub purge: PurgeSettings,
+    /// How long the server keeps serving after a shutdown begins, with
+    /// health NOT_SERVING, so load balancers stop sending first.
+    pub shutdown_delay: Duration,
     /// How long shutdown waits for calls in flight.
     pub shutdown_grace_period: Duration,
     /// How long one call may run before it is cancelled.
@@ -92,6 +98,9 @@ pub struct ServeSettings {
     pub revocation_sync: SyncSettings,
     /// Throttling of failed Logins.
     pub login_throttle: ThrottleSettings,
+    /// Proxies whose `x-forwarded-for` names the client a Login is
+    /// counted and recorded under.
+    pub trusted_proxies: TrustedProxies,
     /// AuthService calls in flight at most, over all connections; more are
     /// refused with RESOURCE_EXHAUSTED.
     pub max_calls_in_flight: usize,
@@ -103,6 +112,9 @@ impl ServeSettings {
     /// Where authd listens by default: loopback only, since plaintext.
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
+    /// The default shutdown delay: a load balancer probing every few
+    /// seconds has noticed by then.
+    pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
     /// The default shutdown grace period.
     pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(10);
     /// The default limit on one call's run time.
@@ -138,11 +150,13 @@ impl ServeSettings {
             sessions: SessionSettings::default(),
             password_cost: HashCost::default(),
             hashing_priority: HashingPriority::default(),
+            shutdown_delay: Self::DEFAULT_SHUTDOWN_DELAY,
             shutdown_grace_period: Self::DEFAULT_SHUTDOWN_GRACE_PERIOD,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             token_cache_bytes: Self::DEFAULT_TOKEN_CACHE_BYTES,
             revocation_sync: SyncSettings::default(),
             login_throttle,
+            trusted_proxies: TrustedProxies::default(),
             max_calls_in_flight: Self::DEFAULT_MAX_CALLS_IN_FLIGHT,
             tls: None,
         }
@@ -276,9 +290,10 @@ impl Application {
         self.http.as_ref().map(HttpServer::local_addr).transpose()
     }
 
-    /// Serves until `shutdown` resolves, then: health goes NOT_SERVING, the
-    /// listener closes, calls in flight get the grace period to finish, and
-    /// the background tasks stop.
+    /// Serves until `shutdown` resolves, then: health goes NOT_SERVING and
+    /// calls are still served for the shutdown delay; then the listeners
+    /// close, calls in flight get the grace period to finish, and the
+    /// background tasks stop.
     ///
     /// # Errors
     /// When the server fails.
@@ -323,23 +338,32 @@ impl Application {
             stop_jobs.clone(),
         ));
         let readiness = Readiness::default();
+        let stop_health = CancellationToken::new();
         let health_watch = tokio::spawn(jobs::database_health::watch(
             store.clone(),
             reporter,
             readiness.clone(),
-            stop_jobs.clone(),
+            stop_health.clone(),
         ));
 
         let draining = CancellationToken::new();
         let begin_shutdown = {
             let draining = draining.clone();
-            let stop_jobs = stop_jobs.clone();
+            let delay = settings.shutdown_delay;
             async move {
                 shutdown.await;
-                tracing::info!("shutting down: health NOT_SERVING, draining calls in flight");
-                stop_jobs.cancel();
-                // The health task reports NOT_SERVING as it returns.
+                tracing::info!(
+                    delay = %humantime::format_duration(delay),
+                    "shutting down: health NOT_SERVING, still serving for the delay"
+                );
+                // The health task reports NOT_SERVING as it returns. Load
+                // balancers see it at their next probe and stop sending;
+                // until then calls keep arriving and are served, with the
+                // revocation state still kept current.
+                stop_health.cancel();
                 let _ = health_watch.await;
+                tokio::time::sleep(delay).await;
+                tracing::info!("closing the listeners, draining calls in flight");
                 draining.cancel();
             }
         };
@@ -367,7 +391,7 @@ impl Application {
         );
         let limit = CallLimit::new(settings.max_calls_in_flight);
         let ext_authz = ExtAuthzApi::new(auth.clone(), limit.clone(), MAX_CHECK_REQUEST_BYTES);
-        let api = AuthServiceServer::new(AuthApi::new(auth, limit))
+        let api = AuthServiceServer::new(AuthApi::new(auth, limit, settings.trusted_proxies))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut builder = Server::builder();
         if let Some(tls) = tls {

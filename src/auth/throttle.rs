@@ -77,7 +77,7 @@ pub struct ThrottleSettings {
 impl Default for ThrottleSettings {
     fn default() -> Self {
         Self {
-            mode: ThrottleMode::On,
+            mode: ThrottleMode::Username,
             free_failures: 5,
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(15 * 60),

@@ -1,6 +1,7 @@
 //! The transport edge: converts between protobuf and domain types, maps
 //! errors to gRPC statuses and logs one line per call. No business rules.
 
+mod client_address;
 mod ext_authz;
 mod redact;
 mod service;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+pub use client_address::TrustedProxies;
 pub use ext_authz::{EXT_AUTHZ_SERVICE_NAME, ExtAuthzApi, REQUIRED_ROLE_KEY};
 pub use service::{AuthApi, reason_name};
 

@@ -7,7 +7,7 @@ use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::Level;
 
 use super::{
-    CallLimit,
+    CallLimit, TrustedProxies,
     pb::{
         self, GetJwksRequest, GetJwksResponse, JsonWebKey, ListSessionsRequest,
         ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
@@ -29,15 +29,22 @@ pub struct AuthApi {
     auth: Arc<Authenticator>,
     /// Full means calls are refused with RESOURCE_EXHAUSTED.
     limit: CallLimit,
+    /// Whose `x-forwarded-for` names the client.
+    proxies: Arc<TrustedProxies>,
 }
 
 impl AuthApi {
-    /// Serves `auth`, with the calls in flight bounded by `limit`.
+    /// Serves `auth`, with the calls in flight bounded by `limit`, taking
+    /// the client's address from `proxies` when they forward one.
     ///
     /// The health and reflection services are not counted, so probes get
     /// an answer from a server at its limit.
-    pub fn new(auth: Arc<Authenticator>, limit: CallLimit) -> Self {
-        Self { auth, limit }
+    pub fn new(auth: Arc<Authenticator>, limit: CallLimit, proxies: TrustedProxies) -> Self {
+        Self {
+            auth,
+            limit,
+            proxies: Arc::new(proxies),
+        }
     }
 
     /// Runs `call` while it holds one of the places for calls in flight.
@@ -145,7 +152,9 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<LoginResponse>, Status> {
         let started = Instant::now();
         let client = ClientInfo {
-            address: request.remote_addr().map(|addr| addr.ip()),
+            address: self
+                .proxies
+                .client_address(request.remote_addr(), request.metadata()),
             user_agent: request
                 .metadata()
                 .get("user-agent")

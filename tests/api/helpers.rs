@@ -61,6 +61,15 @@ pub(crate) use on_both_backends;
 
 /// The PostgreSQL server the tests create their databases on. Never
 /// skipped: without it the PostgreSQL half of the suite fails.
+/// `message` with `authorization: Bearer <token>` metadata.
+pub(crate) fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 pub(crate) fn server_url() -> url::Url {
     let raw = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
@@ -341,6 +350,7 @@ pub(crate) fn settings(database_url: String, data_dir: &Path) -> ServeSettings {
             interval: Duration::from_secs(3600),
             ..defaults.purge
         },
+        shutdown_delay: Duration::ZERO,
         shutdown_grace_period: Duration::from_secs(5),
         token_cache_bytes: 1 << 20,
         ..defaults
@@ -407,6 +417,15 @@ impl TestApp {
             .await
             .unwrap();
         AuthServiceClient::new(channel)
+    }
+
+    /// Begins a shutdown the way SIGTERM does, and hands back the server
+    /// task, to wait for or abort.
+    pub(crate) fn begin_stop(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.take().expect("a running server")
     }
 
     /// Shuts the server down the way SIGTERM does and waits for it.

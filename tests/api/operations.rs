@@ -476,6 +476,53 @@ async fn health_goes_not_serving_as_shutdown_begins(backend: Backend) {
     stopping.await.unwrap();
 }
 
+/// At SIGTERM health goes NOT_SERVING at once, but calls, on open
+/// connections and new ones, are answered for the whole shutdown delay:
+/// a load balancer has the delay to notice.
+async fn calls_are_served_through_the_shutdown_delay(backend: Backend) {
+    let mut world = World::with(backend, |settings| {
+        settings.shutdown_delay = Duration::from_secs(600);
+    })
+    .await;
+    let login = world.alice_token().await;
+    let server = world.app.begin_stop();
+
+    world
+        .app
+        .wait_for_health("", ServingStatus::NotServing)
+        .await;
+    world
+        .app
+        .wait_for_health(authd::grpc::SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    let ready = world.app.http("GET", "/readyz", &[]).await;
+    assert_eq!(ready.status, 503);
+    assert!(world.app.validate(&login.access_token).await.valid);
+    let mut fresh = world.app.client_from("127.0.0.3").await;
+    let answer = fresh
+        .validate_token(authd::grpc::pb::ValidateTokenRequest {
+            access_token: login.access_token.clone(),
+        })
+        .await
+        .expect("a new connection is still served")
+        .into_inner();
+    assert!(answer.valid);
+    assert!(!server.is_finished());
+    server.abort();
+}
+
+/// After the delay the listener closes.
+async fn the_listener_closes_after_the_shutdown_delay(backend: Backend) {
+    let mut world = World::with(backend, |settings| {
+        settings.shutdown_delay = Duration::from_millis(200);
+    })
+    .await;
+    let addr = world.app.addr;
+    let server = world.app.begin_stop();
+    server.await.unwrap().expect("a clean stop");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
 async fn request_headers_over_16_kib_are_refused(backend: Backend) {
     let mut world = World::new(backend).await;
     let login = world.alice_token().await;
@@ -507,6 +554,8 @@ async fn request_headers_over_16_kib_are_refused(backend: Backend) {
 
 on_both_backends!(
     health_goes_not_serving_as_shutdown_begins,
+    calls_are_served_through_the_shutdown_delay,
+    the_listener_closes_after_the_shutdown_delay,
     request_headers_over_16_kib_are_refused,
     a_login_flood_from_one_client_leaves_another_served,
     many_idle_connections_hold_no_one_up,

@@ -13,19 +13,11 @@ use authd::{
     jobs::purge::{PurgePass, purge_once},
 };
 use secrecy::ExposeSecret as _;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 
-use crate::helpers::{Backend, DbProxy, Forger, TestApp, World, now, on_both_backends};
+use crate::helpers::{Backend, DbProxy, Forger, TestApp, World, bearer, now, on_both_backends};
 
 const PASSWORD: &str = "correct horse battery";
-
-fn bearer<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 async fn list(app: &mut TestApp, token: &str) -> Result<Vec<Session>, Status> {
     app.client

@@ -1,16 +1,17 @@
-//! Brute force: failed Logins back off exponentially, per username and per
-//! client address, and refuse even the right password meanwhile.
+//! Brute force: failed Logins back off exponentially, per username (and,
+//! in mode `on`, per client address), and refuse even the right password
+//! meanwhile.
 
 use std::time::Duration;
 
 use authd::{
     auth::{HashCost, ThrottleMode},
-    grpc::pb::{LoginRequest, auth_service_client::AuthServiceClient},
+    grpc::pb::{ListSessionsRequest, LoginRequest, auth_service_client::AuthServiceClient},
 };
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{Backend, TestApp, World, on_both_backends};
+use crate::helpers::{Backend, TestApp, World, bearer, on_both_backends};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -50,8 +51,33 @@ fn assert_backing_off(result: Result<(), Status>) -> Duration {
     delay
 }
 
+/// A world throttling per username and per client address.
+async fn per_address(backend: Backend) -> World {
+    World::with(backend, |settings| {
+        settings.login_throttle.mode = ThrottleMode::On
+    })
+    .await
+}
+
+/// A Login whose `x-forwarded-for` says `forwarded`.
+async fn login_forwarded(
+    client: &mut AuthServiceClient<Channel>,
+    forwarded: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), Status> {
+    let mut request = Request::new(LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", forwarded.parse().unwrap());
+    client.login(request).await.map(drop)
+}
+
 async fn five_failures_start_a_backoff_that_refuses_even_the_right_password(backend: Backend) {
-    let world = World::new(backend).await;
+    let world = per_address(backend).await;
     world.add_user("alice", PASSWORD, &[]).await;
     let mut client = world.app.client_from("127.0.0.2").await;
 
@@ -62,7 +88,7 @@ async fn five_failures_start_a_backoff_that_refuses_even_the_right_password(back
 }
 
 async fn unknown_names_are_throttled_alike(backend: Backend) {
-    let world = World::new(backend).await;
+    let world = per_address(backend).await;
     let mut client = world.app.client_from("127.0.0.2").await;
 
     fail_five_times(&mut client, "nobody").await;
@@ -71,7 +97,7 @@ async fn unknown_names_are_throttled_alike(backend: Backend) {
 }
 
 async fn the_backoff_ends_and_the_right_password_then_clears_the_count(backend: Backend) {
-    let world = World::new(backend).await;
+    let world = per_address(backend).await;
     world.add_user("alice", PASSWORD, &[]).await;
     let mut client = world.app.client_from("127.0.0.2").await;
     fail_five_times(&mut client, "alice").await;
@@ -93,7 +119,7 @@ async fn the_backoff_ends_and_the_right_password_then_clears_the_count(backend: 
 }
 
 async fn throttling_one_user_never_blocks_another(backend: Backend) {
-    let world = World::new(backend).await;
+    let world = per_address(backend).await;
     world.add_user("alice", PASSWORD, &[]).await;
     world.add_user("bob", PASSWORD, &[]).await;
     let mut attacker = world.app.client_from("127.0.0.2").await;
@@ -108,7 +134,7 @@ async fn throttling_one_user_never_blocks_another(backend: Backend) {
 }
 
 async fn an_address_spraying_many_names_is_throttled(backend: Backend) {
-    let world = World::new(backend).await;
+    let world = per_address(backend).await;
     world.add_user("bob", PASSWORD, &[]).await;
     let mut sprayer = world.app.client_from("127.0.0.2").await;
     for name in ["ann", "ben", "cat", "dan", "eve"] {
@@ -133,6 +159,98 @@ async fn username_mode_leaves_addresses_alone(backend: Backend) {
         assert_eq!(status.code(), Code::Unauthenticated, "{name}");
     }
     login(&mut gateway, "bob", PASSWORD).await.unwrap();
+}
+
+/// The default counts per username only: a dozen wrong passwords for one
+/// user from an address shared by everyone (a backend, a gateway) never
+/// refuse another user's right password from it.
+async fn by_default_one_users_failures_never_refuse_another(backend: Backend) {
+    let world = World::new(backend).await;
+    assert_eq!(
+        world.app.settings.login_throttle.mode,
+        ThrottleMode::Username
+    );
+    world.add_user("alice", PASSWORD, &[]).await;
+    world.add_user("bob", PASSWORD, &[]).await;
+    let mut gateway = world.app.client_from("127.0.0.2").await;
+    for _ in 0..12 {
+        let refused = login(&mut gateway, "alice", "wrong password")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused.code(),
+                Code::Unauthenticated | Code::ResourceExhausted
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_backing_off(login(&mut gateway, "alice", PASSWORD).await);
+    login(&mut gateway, "bob", PASSWORD).await.unwrap();
+}
+
+/// Behind a trusted proxy, the forwarded address is the one counted: a
+/// sprayer behind the proxy is throttled, a client behind the same proxy
+/// is not, and the session records the forwarded address.
+async fn behind_a_trusted_proxy_forwarded_clients_are_counted_apart(backend: Backend) {
+    let world = World::with(backend, |settings| {
+        settings.login_throttle.mode = ThrottleMode::On;
+        settings.trusted_proxies = "127.0.0.2/32".parse().unwrap();
+    })
+    .await;
+    world.add_user("bob", PASSWORD, &[]).await;
+    let mut proxy = world.app.client_from("127.0.0.2").await;
+    for name in ["ann", "ben", "cat", "dan", "eve"] {
+        let refused = login_forwarded(&mut proxy, "203.0.113.1", name, "password1")
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{name}");
+    }
+    assert_backing_off(login_forwarded(&mut proxy, "203.0.113.1", "bob", PASSWORD).await);
+    // A forged entry left of what the proxy appended changes nothing.
+    assert_backing_off(
+        login_forwarded(&mut proxy, "198.51.100.7, 203.0.113.1", "bob", PASSWORD).await,
+    );
+
+    let mut request = Request::new(LoginRequest {
+        username: "bob".to_owned(),
+        password: PASSWORD.to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", "203.0.113.2".parse().unwrap());
+    let grant = proxy
+        .login(request)
+        .await
+        .expect("another client")
+        .into_inner();
+    let sessions = proxy
+        .list_sessions(bearer(&grant.access_token, ListSessionsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions[0].client_address, "203.0.113.2");
+}
+
+/// A peer that is not a trusted proxy is counted by its own address,
+/// whatever `x-forwarded-for` it sends.
+async fn an_untrusted_peers_forwarded_for_is_ignored(backend: Backend) {
+    let world = World::with(backend, |settings| {
+        settings.login_throttle.mode = ThrottleMode::On;
+        settings.trusted_proxies = "127.0.0.9/32".parse().unwrap();
+    })
+    .await;
+    world.add_user("bob", PASSWORD, &[]).await;
+    let mut sprayer = world.app.client_from("127.0.0.2").await;
+    for (n, name) in ["ann", "ben", "cat", "dan", "eve"].into_iter().enumerate() {
+        let forged = format!("203.0.113.{n}");
+        let refused = login_forwarded(&mut sprayer, &forged, name, "password1")
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{name}");
+    }
+    assert_backing_off(login_forwarded(&mut sprayer, "203.0.113.99", "bob", PASSWORD).await);
 }
 
 async fn off_throttles_nothing(backend: Backend) {
@@ -231,6 +349,9 @@ on_both_backends!(
     throttling_one_user_never_blocks_another,
     an_address_spraying_many_names_is_throttled,
     username_mode_leaves_addresses_alone,
+    by_default_one_users_failures_never_refuse_another,
+    behind_a_trusted_proxy_forwarded_clients_are_counted_apart,
+    an_untrusted_peers_forwarded_for_is_ignored,
     off_throttles_nothing,
     concurrent_guesses_get_no_more_than_five_checks,
     concurrent_successes_are_never_throttled,

@@ -147,6 +147,8 @@ class Authd:
         env = {k: v for k, v in database.env().items() if k != "RUST_LOG"}
         if rust_log is not None:
             env["RUST_LOG"] = rust_log
+        # No load balancer to wait for; a test asking for one sets the flag.
+        env.setdefault("AUTHD_SHUTDOWN_DELAY", "0s")
         self.proc = subprocess.Popen(
             [AUTHD, *command, "--listen", self.addr, *flags],
             env=env, cwd=database.workdir,

@@ -45,7 +45,8 @@ impl RefreshTokens {
 /// Who is logging in, as the transport saw it: kept with the session.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
-    /// The peer's address (also what failed Logins are counted by).
+    /// The client's address (also what failed Logins are counted by): the
+    /// peer's, or the one a trusted proxy forwarded.
     pub address: Option<IpAddr>,
     /// The `user-agent` the client sent.
     pub user_agent: Option<String>,
