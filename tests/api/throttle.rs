@@ -59,21 +59,29 @@ async fn per_address(backend: Backend) -> World {
     .await
 }
 
-/// A Login whose `x-forwarded-for` says `forwarded`.
-async fn login_forwarded(
-    client: &mut AuthServiceClient<Channel>,
-    forwarded: &str,
-    username: &str,
-    password: &str,
-) -> Result<(), Status> {
+/// A Login request whose `x-forwarded-for` says `through`.
+fn forwarded(through: &str, username: &str, password: &str) -> Request<LoginRequest> {
     let mut request = Request::new(LoginRequest {
         username: username.to_owned(),
         password: password.to_owned(),
     });
     request
         .metadata_mut()
-        .insert("x-forwarded-for", forwarded.parse().unwrap());
-    client.login(request).await.map(drop)
+        .insert("x-forwarded-for", through.parse().unwrap());
+    request
+}
+
+/// A Login whose `x-forwarded-for` says `through`.
+async fn login_forwarded(
+    client: &mut AuthServiceClient<Channel>,
+    through: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), Status> {
+    client
+        .login(forwarded(through, username, password))
+        .await
+        .map(drop)
 }
 
 async fn five_failures_start_a_backoff_that_refuses_even_the_right_password(backend: Backend) {
@@ -212,15 +220,8 @@ async fn behind_a_trusted_proxy_forwarded_clients_are_counted_apart(backend: Bac
         login_forwarded(&mut proxy, "198.51.100.7, 203.0.113.1", "bob", PASSWORD).await,
     );
 
-    let mut request = Request::new(LoginRequest {
-        username: "bob".to_owned(),
-        password: PASSWORD.to_owned(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", "203.0.113.2".parse().unwrap());
     let grant = proxy
-        .login(request)
+        .login(forwarded("203.0.113.2", "bob", PASSWORD))
         .await
         .expect("another client")
         .into_inner();
