@@ -11,7 +11,10 @@ use std::{
 type BoxError = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), BoxError> {
-    let protos = ["proto/auth/v1/auth.proto"];
+    let protos = [
+        "proto/auth/v1/auth.proto",
+        "proto/auth/admin/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");
     // A new envoy-types moves the protos the ext_authz descriptors come from.
@@ -39,6 +42,8 @@ fn main() -> Result<(), BoxError> {
             ".auth.v1.LogoutRequest",
             ".auth.v1.RefreshRequest",
             ".auth.v1.ValidateTokenRequest",
+            ".auth.admin.v1.CreateUserRequest",
+            ".auth.admin.v1.SetPasswordRequest",
         ])
         .compile_fds(descriptors)?;
     Ok(())

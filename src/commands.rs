@@ -14,10 +14,10 @@ use crate::{
     config::{
         Cli, Command, KeySetArgs, KeysCommand, PurgeArgs, ServeArgs, StorageArgs, UserCommand,
     },
-    domain::{Password, Role, Username},
+    domain::{Password, Role, UserRef, Username},
     jobs::purge::{PurgePass, purge_once},
     startup::Application,
-    store::{Storage as _, Store},
+    store::{Storage as _, Store, UserRecord},
 };
 
 /// Runs the command line's subcommand.
@@ -170,33 +170,38 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add(args) => {
             let username = Username::parse(args.name)?;
             let password = read_password(args.password.password_stdin).await?;
-            let id = accounts.add(&username, &password, &args.roles).await?;
-            println!("added user {username} with id {id}");
+            let user = accounts.add(&username, &password, &args.roles).await?;
+            println!("added user {username} with id {}", user.id);
         }
         UserCommand::Passwd(args) => {
             let username = Username::parse(args.name)?;
+            let user = UserRef::Name(username.clone());
             let password = read_password(args.password.password_stdin).await?;
-            accounts.change_password(&username, &password).await?;
+            accounts.change_password(&user, &password).await?;
             println!("changed the password of {username}; its earlier tokens are revoked");
         }
         UserCommand::Disable(args) => {
             let username = Username::parse(args.name)?;
-            accounts.disable(&username).await?;
+            let user = UserRef::Name(username.clone());
+            accounts.disable(&user).await?;
             println!("disabled {username}; its tokens are revoked");
         }
         UserCommand::Enable(args) => {
             let username = Username::parse(args.name)?;
-            accounts.enable(&username).await?;
+            let user = UserRef::Name(username.clone());
+            accounts.enable(&user).await?;
             println!("enabled {username}");
         }
         UserCommand::Delete(args) => {
             let username = Username::parse(args.name)?;
-            accounts.delete(&username).await?;
+            let user = UserRef::Name(username.clone());
+            accounts.delete(&user).await?;
             println!("deleted {username}; its tokens are revoked");
         }
         UserCommand::Sessions(args) => {
             let username = Username::parse(args.name)?;
-            let sessions = accounts.sessions(&username).await?;
+            let user = UserRef::Name(username.clone());
+            let sessions = accounts.sessions(&user).await?;
             if sessions.is_empty() {
                 println!("{username} has no live sessions");
                 return Ok(());
@@ -226,7 +231,8 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Logout(args) => {
             let username = Username::parse(args.name)?;
-            accounts.logout_everywhere(&username).await?;
+            let user = UserRef::Name(username.clone());
+            accounts.logout_everywhere(&user).await?;
             println!("ended every session of {username}; its tokens are revoked");
         }
         UserCommand::List(_) => {
@@ -234,29 +240,41 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                 "{:<24} {:<36} {:<8} {:<25} ROLES",
                 "USERNAME", "ID", "STATE", "CREATED"
             );
-            for user in accounts.list().await? {
-                let state = if user.disabled_at.is_some() {
-                    "disabled"
-                } else {
-                    "enabled"
-                };
-                let created = user.created_at.format(&Rfc3339).unwrap_or_default();
-                println!(
-                    "{:<24} {:<36} {:<8} {:<25} {}",
-                    user.username.as_str(),
-                    user.id.to_string(),
-                    state,
-                    created,
-                    user.roles
-                        .iter()
-                        .map(Role::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
+            let mut after = None;
+            loop {
+                let page = accounts.list(after.as_deref(), 1000).await?;
+                for user in &page.users {
+                    print_user(user);
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
         }
     }
     Ok(())
+}
+
+fn print_user(user: &UserRecord) {
+    let state = if user.disabled_at.is_some() {
+        "disabled"
+    } else {
+        "enabled"
+    };
+    let created = user.created_at.format(&Rfc3339).unwrap_or_default();
+    println!(
+        "{:<24} {:<36} {:<8} {:<25} {}",
+        user.username.as_str(),
+        user.id.to_string(),
+        state,
+        created,
+        user.roles
+            .iter()
+            .map(Role::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
 }
 
 /// The new password: from standard input with `--password-stdin` (one

@@ -345,6 +345,13 @@ pub struct ServeArgs {
           default_value_t = ThrottleSettings::default().free_failures,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_throttle_failures: u32,
+    /// The role an access token must carry to call AdminService.
+    #[arg(long, env = "AUTHD_ADMIN_ROLE", default_value = ServeSettings::DEFAULT_ADMIN_ROLE)]
+    pub admin_role: Role,
+    /// The fewest characters a password set through AdminService may have.
+    #[arg(long, env = "AUTHD_MIN_PASSWORD_LENGTH",
+          default_value_t = PasswordPolicy::default().min_chars)]
+    pub min_password_length: usize,
     /// AuthService and ext_authz Check calls in flight at most, over all
     /// connections; more are refused at once with RESOURCE_EXHAUSTED (a 503
     /// refusal for Check; health checks are not counted).
@@ -664,6 +671,10 @@ impl ServeArgs {
             tokens,
             login_throttle,
             trusted_proxies: self.trusted_proxies.clone(),
+            admin_role: self.admin_role.clone(),
+            password_policy: PasswordPolicy {
+                min_chars: self.min_password_length,
+            },
             max_calls_in_flight: self.max_calls_in_flight as usize,
             tls: self
                 .tls_cert

@@ -15,12 +15,14 @@ use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     auth::{
-        AccessTokens, Authenticator, HashCost, HashingPriority, KeyFiles, LoginThrottle, Passwords,
-        RefreshTokens, RevocationState, SessionSettings, SigningKeys, ThrottleSettings,
-        TokenSettings, VerifiedTokens,
+        AccessTokens, Accounts, Authenticator, HashCost, HashingPriority, KeyFiles, LoginThrottle,
+        PasswordPolicy, Passwords, RefreshTokens, RevocationState, SessionSettings, SigningKeys,
+        ThrottleSettings, TokenSettings, VerifiedTokens,
     },
+    domain::Role,
     grpc::{
-        self, AuthApi, CallLimit, ExtAuthzApi, TrustedProxies,
+        self, AdminApi, AuthApi, CallLimit, ExtAuthzApi, PageTokenKey, TrustedProxies,
+        admin_pb::admin_service_server::AdminServiceServer,
         pb::auth_service_server::AuthServiceServer,
     },
     http::{HttpServer, HttpSettings, Metadata},
@@ -101,6 +103,10 @@ pub struct ServeSettings {
     /// Proxies whose `x-forwarded-for` names the client a Login is
     /// counted and recorded under.
     pub trusted_proxies: TrustedProxies,
+    /// The role a token must carry to call AdminService.
+    pub admin_role: Role,
+    /// What a password set through AdminService must be like.
+    pub password_policy: PasswordPolicy,
     /// AuthService calls in flight at most, over all connections; more are
     /// refused with RESOURCE_EXHAUSTED.
     pub max_calls_in_flight: usize,
@@ -121,6 +127,8 @@ impl ServeSettings {
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default memory for verified tokens.
     pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 32 << 20;
+    /// The role AdminService requires unless told otherwise.
+    pub const DEFAULT_ADMIN_ROLE: &str = "authd:admin";
     /// The default limit on AuthService calls in flight.
     pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
 
@@ -157,6 +165,9 @@ impl ServeSettings {
             revocation_sync: SyncSettings::default(),
             login_throttle,
             trusted_proxies: TrustedProxies::default(),
+            admin_role: Role::parse(Self::DEFAULT_ADMIN_ROLE)
+                .unwrap_or_else(|_| unreachable!("the default admin role is a role")),
+            password_policy: PasswordPolicy::default(),
             max_calls_in_flight: Self::DEFAULT_MAX_CALLS_IN_FLIGHT,
             tls: None,
         }
@@ -178,6 +189,8 @@ pub struct Application {
     store: Store,
     signing_keys: Arc<SigningKeys>,
     auth: Arc<Authenticator>,
+    /// The account use cases AdminService serves.
+    accounts: Accounts,
     revocations: Arc<RevocationState>,
     /// Where the start-up load of the revocations left off.
     cursor: FeedCursor,
@@ -236,6 +249,8 @@ impl Application {
         let throttle = LoginThrottle::new(settings.login_throttle.clone(), store.clone());
         let refresh_tokens =
             RefreshTokens::new(signing_keys.refresh_token_key(), settings.sessions.clone());
+        let accounts = Accounts::new(store.clone(), passwords.clone(), settings.password_policy)
+            .applying_to(revocations.clone());
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             (tokens, refresh_tokens),
@@ -257,6 +272,7 @@ impl Application {
             store,
             signing_keys,
             auth,
+            accounts,
             revocations,
             cursor,
             tls,
@@ -307,11 +323,13 @@ impl Application {
             store,
             signing_keys,
             auth,
+            accounts,
             revocations,
             cursor,
             tls,
             settings,
         } = self;
+        let pages = PageTokenKey::new(signing_keys.page_token_key());
         let addr = listener.local_addr()?;
 
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -391,6 +409,14 @@ impl Application {
         );
         let limit = CallLimit::new(settings.max_calls_in_flight);
         let ext_authz = ExtAuthzApi::new(auth.clone(), limit.clone(), MAX_CHECK_REQUEST_BYTES);
+        let admin = AdminServiceServer::new(AdminApi::new(
+            auth.clone(),
+            accounts,
+            settings.admin_role.clone(),
+            pages,
+            limit.clone(),
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
         let api = AuthServiceServer::new(AuthApi::new(auth, limit, settings.trusted_proxies))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let mut builder = Server::builder();
@@ -414,6 +440,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(admin)
             .add_service(ext_authz)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),

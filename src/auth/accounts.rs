@@ -1,20 +1,23 @@
-//! Account management for operators: add, change password, disable,
-//! enable, delete, list, and a user's sessions.
+//! Account management, for operators at the command line and for the admin
+//! API alike: add, look up, list, change roles or password, disable,
+//! enable, delete, and a user's sessions.
+
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{PasswordPolicy, Passwords, revocation_cutoff};
+use super::{PasswordPolicy, Passwords, RevocationState, revocation_cutoff};
 use crate::{
-    domain::{Password, Role, UserId, Username},
-    store::{NewUser, SessionRecord, Storage as _, Store, StoreError, UserRecord},
+    domain::{Password, Role, UserId, UserRef, Username},
+    store::{NewUser, Revocation, SessionRecord, Storage as _, Store, StoreError, UserRecord},
 };
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    /// No user of that name.
-    #[error("no user named {0:?}")]
-    NotFound(String),
+    /// No such user.
+    #[error("no user {0}")]
+    NotFound(UserRef),
     /// A user of that name exists, in some letter case.
     #[error("a user named {0:?} already exists")]
     NameTaken(String),
@@ -29,22 +32,55 @@ pub enum AccountError {
     Hashing(#[source] super::PasswordError),
 }
 
+/// One page of users, in the order of their names' keys.
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    /// The users of this page.
+    pub users: Vec<UserRecord>,
+    /// Where the next page starts (the last key of this one), or `None`
+    /// when this is the last.
+    pub next: Option<String>,
+}
+
+/// How many times a role change is tried again after another change of the
+/// same user's roles won the race.
+const MAX_ROLE_ATTEMPTS: usize = 8;
+
 /// The account use cases.
 #[derive(Debug, Clone)]
 pub struct Accounts {
     store: Store,
     passwords: Passwords,
     policy: PasswordPolicy,
+    /// Where a serving instance applies the revocations it makes, so that
+    /// its own answers change with the call that changed them.
+    revocations: Option<Arc<RevocationState>>,
 }
 
 impl Accounts {
     /// Account management over `store`, hashing with `passwords`, new
-    /// passwords held to `policy`.
+    /// passwords held to `policy`. Other instances learn of the changes
+    /// through the store's revocation feed.
     pub fn new(store: Store, passwords: Passwords, policy: PasswordPolicy) -> Self {
         Self {
             store,
             passwords,
             policy,
+            revocations: None,
+        }
+    }
+
+    /// The same, applying each revocation to `state` as soon as it is
+    /// committed: for the instance that serves the admin API.
+    #[must_use]
+    pub fn applying_to(mut self, state: Arc<RevocationState>) -> Self {
+        self.revocations = Some(state);
+        self
+    }
+
+    fn apply(&self, revocation: Revocation) {
+        if let Some(state) = &self.revocations {
+            state.apply(revocation);
         }
     }
 
@@ -59,7 +95,7 @@ impl Accounts {
             .map_err(AccountError::Hashing)
     }
 
-    /// Adds a user.
+    /// Adds a user with `roles` (each once, in the order first given).
     ///
     /// # Errors
     /// [`AccountError::NameTaken`] when the name is in use in any case;
@@ -69,15 +105,14 @@ impl Accounts {
         username: &Username,
         password: &Password,
         roles: &[Role],
-    ) -> Result<UserId, AccountError> {
+    ) -> Result<UserRecord, AccountError> {
         let hash = self.hash_new(password).await?;
-        let id = UserId::generate();
         self.store
             .add_user(NewUser {
-                id,
+                id: UserId::generate(),
                 username,
                 password_hash: &hash,
-                roles,
+                roles: &distinct(roles),
             })
             .await
             .map_err(|err| match err {
@@ -85,8 +120,69 @@ impl Accounts {
                     AccountError::NameTaken(username.to_string())
                 }
                 crate::store::AddUserError::Store(err) => AccountError::Store(err),
-            })?;
-        Ok(id)
+            })
+    }
+
+    /// The user `user` names.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user.
+    pub async fn get(&self, user: &UserRef) -> Result<UserRecord, AccountError> {
+        found(user, self.store.find_user(user).await?)
+    }
+
+    /// At most `limit` users (at least one), in the order of their names'
+    /// keys, from just after the key `after`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn list(&self, after: Option<&str>, limit: u32) -> Result<UserPage, AccountError> {
+        let limit = limit.max(1);
+        // One more than asked says whether a next page exists, so the last
+        // page never hands out a token that leads to an empty one.
+        let mut users = self
+            .store
+            .list_users(after, limit.saturating_add(1))
+            .await?;
+        let more = users.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        users.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next = more
+            .then(|| users.last().map(|user| user.username.key()))
+            .flatten();
+        Ok(UserPage { users, next })
+    }
+
+    /// Gives `user` exactly `roles` (each once, in the order first given).
+    /// Taking a role away revokes the user's tokens issued until now and
+    /// ends its sessions, since those tokens still carry it; adding roles
+    /// alone leaves them be (they reach the next tokens).
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`] when there is no such user;
+    /// [`AccountError::Store`] with [`StoreError::Contended`] when other
+    /// role changes of the same user keep winning.
+    pub async fn set_roles(
+        &self,
+        user: &UserRef,
+        roles: &[Role],
+    ) -> Result<UserRecord, AccountError> {
+        let roles = distinct(roles);
+        for _ in 0..MAX_ROLE_ATTEMPTS {
+            let current = self.get(user).await?;
+            let removes = current.roles.iter().any(|held| !roles.contains(held));
+            let cutoff = removes.then(|| revocation_cutoff(OffsetDateTime::now_utc()));
+            if let Some(changed) = self
+                .store
+                .set_roles(current.id, &current.roles, &roles, cutoff)
+                .await?
+            {
+                if removes {
+                    self.apply(changed.standing());
+                }
+                return Ok(changed);
+            }
+        }
+        Err(AccountError::Store(StoreError::Contended))
     }
 
     /// Sets a new password and revokes every token issued before now.
@@ -96,59 +192,56 @@ impl Accounts {
     /// [`AccountError::PasswordTooShort`] when the policy refuses it.
     pub async fn change_password(
         &self,
-        username: &Username,
+        user: &UserRef,
         password: &Password,
-    ) -> Result<(), AccountError> {
+    ) -> Result<UserRecord, AccountError> {
         let hash = self.hash_new(password).await?;
         let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
-        found(
-            username,
-            self.store.set_password(username, &hash, cutoff).await?,
-        )
+        let changed = found(user, self.store.set_password(user, &hash, cutoff).await?)?;
+        self.apply(changed.standing());
+        Ok(changed)
     }
 
     /// Disables a user and revokes every token issued before now.
     ///
     /// # Errors
     /// [`AccountError::NotFound`] when there is no such user.
-    pub async fn disable(&self, username: &Username) -> Result<(), AccountError> {
+    pub async fn disable(&self, user: &UserRef) -> Result<UserRecord, AccountError> {
         let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
-        found(username, self.store.disable_user(username, cutoff).await?)
+        let changed = found(user, self.store.disable_user(user, cutoff).await?)?;
+        self.apply(changed.standing());
+        Ok(changed)
     }
 
     /// Lets a disabled user log in again; its old tokens stay revoked.
     ///
     /// # Errors
     /// [`AccountError::NotFound`] when there is no such user.
-    pub async fn enable(&self, username: &Username) -> Result<(), AccountError> {
-        found(username, self.store.enable_user(username).await?)
+    pub async fn enable(&self, user: &UserRef) -> Result<UserRecord, AccountError> {
+        let changed = found(user, self.store.enable_user(user).await?)?;
+        self.apply(changed.standing());
+        Ok(changed)
     }
 
     /// Deletes a user; its tokens stop validating.
     ///
     /// # Errors
     /// [`AccountError::NotFound`] when there is no such user.
-    pub async fn delete(&self, username: &Username) -> Result<(), AccountError> {
-        found(username, self.store.delete_user(username).await?)
-    }
-
-    /// Every user, by name.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn list(&self) -> Result<Vec<UserRecord>, AccountError> {
-        Ok(self.store.list_users().await?)
+    pub async fn delete(&self, user: &UserRef) -> Result<UserId, AccountError> {
+        let id = found(user, self.store.delete_user(user).await?)?;
+        self.apply(Revocation::UserDeleted { id });
+        Ok(id)
     }
 
     /// The live sessions of a user, newest first.
     ///
     /// # Errors
     /// [`AccountError::NotFound`] when there is no such user.
-    pub async fn sessions(&self, username: &Username) -> Result<Vec<SessionRecord>, AccountError> {
-        let user = self.named(username).await?;
+    pub async fn sessions(&self, user: &UserRef) -> Result<Vec<SessionRecord>, AccountError> {
+        let record = self.get(user).await?;
         Ok(self
             .store
-            .list_sessions(user.id, OffsetDateTime::now_utc())
+            .list_sessions(record.id, OffsetDateTime::now_utc())
             .await?)
     }
 
@@ -157,25 +250,26 @@ impl Accounts {
     ///
     /// # Errors
     /// [`AccountError::NotFound`] when there is no such user.
-    pub async fn logout_everywhere(&self, username: &Username) -> Result<(), AccountError> {
-        let user = self.named(username).await?;
+    pub async fn logout_everywhere(&self, user: &UserRef) -> Result<(), AccountError> {
+        let record = self.get(user).await?;
         let cutoff = revocation_cutoff(OffsetDateTime::now_utc());
-        let standing = self.store.cut_off_user(user.id, cutoff).await?;
-        found(username, standing.is_some())
-    }
-
-    async fn named(&self, username: &Username) -> Result<UserRecord, AccountError> {
-        self.store
-            .find_user_by_name(username)
-            .await?
-            .ok_or_else(|| AccountError::NotFound(username.to_string()))
+        let standing = found(user, self.store.cut_off_user(record.id, cutoff).await?)?;
+        self.apply(standing);
+        Ok(())
     }
 }
 
-fn found(username: &Username, found: bool) -> Result<(), AccountError> {
-    if found {
-        Ok(())
-    } else {
-        Err(AccountError::NotFound(username.to_string()))
+fn found<T>(user: &UserRef, found: Option<T>) -> Result<T, AccountError> {
+    found.ok_or_else(|| AccountError::NotFound(user.clone()))
+}
+
+/// `roles` without repeats, in the order first given.
+fn distinct(roles: &[Role]) -> Vec<Role> {
+    let mut unique: Vec<Role> = Vec::with_capacity(roles.len());
+    for role in roles {
+        if !unique.contains(role) {
+            unique.push(role.clone());
+        }
     }
+    unique
 }

@@ -21,7 +21,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 pub use access::Access;
-pub use accounts::{AccountError, Accounts};
+pub use accounts::{AccountError, Accounts, UserPage};
 pub use keys::{
     KeyEncryptionKey, KeyInfo, KeyRing, KeyState, NoSigner, PublicJwk, PublicKey, RevokeRefusal,
     Rotation, SealError, SigningKey, ensure_private, write_private_file_once,
@@ -39,7 +39,7 @@ pub use tokens::{AccessTokens, Claims, InvalidToken, IssueError, TokenSettings};
 
 use self::throttle::{Refusal, Settlement};
 use crate::{
-    domain::{AccessToken, Password, SessionId, UserId, Username},
+    domain::{AccessToken, Password, SessionId, UserId, UserRef, Username},
     store::{
         Revocation, SessionRecord, SessionSelection, Storage as _, Store, StoreError, UserRecord,
     },
@@ -254,7 +254,10 @@ impl Authenticator {
         password: &Password,
         place: QueuePlace,
     ) -> Result<(UserRecord, bool), AuthError> {
-        let user = self.store.find_user_by_name(username).await?;
+        let user = self
+            .store
+            .find_user(&UserRef::Name(username.clone()))
+            .await?;
         let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
         let check = self.passwords.verify(place, password, stored_hash).await?;
         match (user, check) {

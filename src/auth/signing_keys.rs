@@ -162,6 +162,12 @@ impl SigningKeys {
         RefreshTokenKey::new(self.kek.refresh_token_key())
     }
 
+    /// The key page tokens are made and checked with, derived from the
+    /// key-encryption key as the refresh-token key is.
+    pub fn page_token_key(&self) -> aws_lc_rs::hmac::Key {
+        self.kek.page_token_key()
+    }
+
     /// Reads the keys again and installs them when they changed. A key that
     /// does not unseal still verifies; it cannot sign here.
     ///

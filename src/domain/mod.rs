@@ -7,6 +7,7 @@ mod refresh_token;
 mod role;
 mod session_id;
 mod user_id;
+mod user_ref;
 mod username;
 
 pub use access_token::AccessToken;
@@ -15,6 +16,7 @@ pub use refresh_token::RefreshToken;
 pub use role::Role;
 pub use session_id::SessionId;
 pub use user_id::UserId;
+pub use user_ref::UserRef;
 pub use username::Username;
 
 /// Why a value given by a client or an operator was refused.

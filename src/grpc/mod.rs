@@ -1,6 +1,7 @@
 //! The transport edge: converts between protobuf and domain types, maps
 //! errors to gRPC statuses and logs one line per call. No business rules.
 
+mod admin;
 mod client_address;
 mod ext_authz;
 mod redact;
@@ -11,17 +12,31 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+pub use admin::{AdminApi, PageTokenKey};
 pub use client_address::TrustedProxies;
 pub use ext_authz::{EXT_AUTHZ_SERVICE_NAME, ExtAuthzApi, REQUIRED_ROLE_KEY};
 pub use service::{AuthApi, reason_name};
 
-/// Code generated from `proto/auth/v1/auth.proto`.
+/// Code generated from `proto/`, in modules named as the packages are, so
+/// that one package's code finds another's.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("auth.v1");
+pub mod proto {
+    /// `auth.v1`, from `proto/auth/v1/auth.proto`.
+    pub mod v1 {
+        tonic::include_proto!("auth.v1");
+    }
+    /// `auth.admin.*`.
+    pub mod admin {
+        /// `auth.admin.v1`, from `proto/auth/admin/v1/admin.proto`.
+        pub mod v1 {
+            tonic::include_proto!("auth.admin.v1");
+        }
+    }
 }
 
-/// The encoded descriptors of our proto and its imports, for reflection.
+pub use proto::{admin::v1 as admin_pb, v1 as pb};
+
+/// The encoded descriptors of our protos and their imports, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/auth_descriptor.bin"));
 
@@ -32,6 +47,9 @@ pub const EXT_AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The fully qualified name of the service, as health checks name it.
 pub const SERVICE_NAME: &str = "auth.v1.AuthService";
+
+/// The fully qualified name of the admin service.
+pub const ADMIN_SERVICE_NAME: &str = "auth.admin.v1.AdminService";
 
 /// The calls in flight that the services answering clients may hold at
 /// once, shared by all of them; beyond it calls are refused at once
@@ -64,6 +82,15 @@ mod tests {
         assert_eq!(
             format!("{}.{}", auth.package(), auth.service[0].name()),
             SERVICE_NAME
+        );
+        let admin = set
+            .file
+            .iter()
+            .find(|f| f.package() == "auth.admin.v1")
+            .unwrap();
+        assert_eq!(
+            format!("{}.{}", admin.package(), admin.service[0].name()),
+            ADMIN_SERVICE_NAME
         );
     }
 

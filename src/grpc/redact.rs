@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use super::pb::{LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, ValidateTokenRequest};
+use super::{
+    admin_pb::{CreateUserRequest, SetPasswordRequest},
+    pb::{LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, ValidateTokenRequest},
+};
 
 const REDACTED: &str = "[REDACTED]";
 
@@ -56,6 +59,25 @@ impl fmt::Debug for ValidateTokenRequest {
     }
 }
 
+impl fmt::Debug for CreateUserRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateUserRequest")
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SetPasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetPasswordRequest")
+            .field("user", &self.user)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +124,21 @@ mod tests {
                 "{:?}",
                 ValidateTokenRequest {
                     access_token: secret.to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                CreateUserRequest {
+                    username: "bob".to_owned(),
+                    password: secret.to_owned(),
+                    roles: vec!["reader".to_owned()],
+                }
+            ),
+            format!(
+                "{:?}",
+                SetPasswordRequest {
+                    user: None,
+                    password: secret.to_owned(),
                 }
             ),
         ];

@@ -251,7 +251,7 @@ fn login_response(grant: Grant) -> LoginResponse {
     }
 }
 
-fn session(listed: UserSession) -> pb::Session {
+pub(super) fn session(listed: UserSession) -> pb::Session {
     let session = listed.session;
     pb::Session {
         session_id: session.id.to_string(),
@@ -264,7 +264,7 @@ fn session(listed: UserSession) -> pb::Session {
     }
 }
 
-fn instant(at: time::OffsetDateTime) -> prost_types::Timestamp {
+pub(super) fn instant(at: time::OffsetDateTime) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.unix_timestamp(),
         nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
@@ -304,7 +304,7 @@ fn logged<T>(
 }
 
 /// The token of an `authorization: Bearer <token>` header.
-fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
+pub(super) fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
     let missing = || {
         Status::unauthenticated(
             "no access token: set access_token or the authorization: Bearer metadata",

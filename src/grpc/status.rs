@@ -6,11 +6,36 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::{auth::AuthError, domain::InvalidInput};
+use crate::{
+    auth::{AccountError, AuthError},
+    domain::InvalidInput,
+};
 
 impl From<InvalidInput> for Status {
     fn from(err: InvalidInput) -> Self {
-        Status::invalid_argument(err.to_string())
+        bad_request(err.field, &err.to_string())
+    }
+}
+
+/// INVALID_ARGUMENT with a `google.rpc.BadRequest` naming `field`, for
+/// clients that branch on it.
+pub(super) fn bad_request(field: &str, message: &str) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request_violation(field, message),
+    )
+}
+
+impl From<AccountError> for Status {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::NotFound(_) => Status::not_found(err.to_string()),
+            AccountError::NameTaken(_) => Status::already_exists(err.to_string()),
+            AccountError::PasswordTooShort(_) => bad_request("password", &err.to_string()),
+            AccountError::Store(err) => AuthError::from(err).into(),
+            AccountError::Hashing(cause) => AuthError::Internal(cause.into()).into(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    grpc::{EXT_AUTHZ_SERVICE_NAME, SERVICE_NAME},
+    grpc::{ADMIN_SERVICE_NAME, EXT_AUTHZ_SERVICE_NAME, SERVICE_NAME},
     store::{Storage as _, Store},
 };
 
@@ -82,5 +82,8 @@ async fn set(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(SERVICE_NAME, status).await;
     reporter
         .set_service_status(EXT_AUTHZ_SERVICE_NAME, status)
+        .await;
+    reporter
+        .set_service_status(ADMIN_SERVICE_NAME, status)
         .await;
 }

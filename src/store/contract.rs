@@ -10,7 +10,7 @@ use super::{
     AddUserError, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome, Revocation,
     RevocationNotifications, SessionRecord, SessionSelection, StoreError, StoredKey, UserRecord,
 };
-use crate::domain::{SessionId, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, UserRef};
 
 /// What a storage backend does for authd. [`super::Store`] implements it by
 /// handing each call to the backend the database URL chose; the PostgreSQL
@@ -41,20 +41,26 @@ pub trait Storage {
     /// Closes every connection; awaits the ones in use.
     fn close(&self) -> impl Future<Output = ()> + Send;
 
-    /// Finds a user by name, whatever the letter case.
+    /// Finds a user by id, or by name whatever the letter case.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
-    fn find_user_by_name(
+    fn find_user(
         &self,
-        username: &Username,
+        user: &UserRef,
     ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
 
-    /// Every user, by name.
+    /// At most `limit` users, in the order of their name's key
+    /// ([`Username::key`](crate::domain::Username::key), unique, so the order is total), starting after
+    /// the key `after`.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
-    fn list_users(&self) -> impl Future<Output = Result<Vec<UserRecord>, StoreError>> + Send;
+    fn list_users(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<UserRecord>, StoreError>> + Send;
 
     /// How many users there are.
     ///
@@ -62,24 +68,43 @@ pub trait Storage {
     /// [`StoreError`] when the database fails.
     fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Adds a user.
+    /// Adds a user, and returns it as stored.
     ///
     /// # Errors
     /// [`AddUserError::NameTaken`] when the name is in use, whatever its case.
-    fn add_user(&self, user: NewUser<'_>) -> impl Future<Output = Result<(), AddUserError>> + Send;
+    fn add_user(
+        &self,
+        user: NewUser<'_>,
+    ) -> impl Future<Output = Result<UserRecord, AddUserError>> + Send;
 
     /// Replaces a user's password hash and revokes the tokens issued before
-    /// `cutoff` (a later cut-off already in place stays). Returns false when
-    /// there is no such user.
+    /// `cutoff` (a later cut-off already in place stays). Returns the user
+    /// as changed, or `None` when there is no such user.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
     fn set_password(
         &self,
-        username: &Username,
+        user: &UserRef,
         password_hash: &str,
         cutoff: OffsetDateTime,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
+
+    /// Replaces the roles of `user` by `roles` if they are still
+    /// `expected`, and with `cutoff`, revokes the tokens issued before it
+    /// (a later cut-off already in place stays). Returns the user as
+    /// changed, or `None` when there is no such user or its roles are no
+    /// longer `expected`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn set_roles(
+        &self,
+        user: UserId,
+        expected: &[Role],
+        roles: &[Role],
+        cutoff: Option<OffsetDateTime>,
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
 
     /// Replaces the hash `old` of a user by `new`, leaving its tokens be
     /// (the password is the same, only its hash's cost changes). Returns
@@ -95,36 +120,37 @@ pub trait Storage {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Disables a user and revokes the tokens issued before `cutoff`.
-    /// Returns false when there is no such user.
+    /// Returns the user as changed, or `None` when there is no such user.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
     fn disable_user(
         &self,
-        username: &Username,
+        user: &UserRef,
         cutoff: OffsetDateTime,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
 
     /// Lets a disabled user log in again. Tokens revoked by the disabling
-    /// stay revoked. Returns false when there is no such user.
+    /// stay revoked. Returns the user as changed, or `None` when there is
+    /// no such user.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
     fn enable_user(
         &self,
-        username: &Username,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        user: &UserRef,
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
 
     /// Deletes a user; its tokens stop validating because their `sub` no
     /// longer names a user (the deletion is remembered in `deleted_users`).
-    /// Returns false when there is no such user.
+    /// Returns the deleted user's id, or `None` when there is no such user.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
     fn delete_user(
         &self,
-        username: &Username,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        user: &UserRef,
+    ) -> impl Future<Output = Result<Option<UserId>, StoreError>> + Send;
 
     /// Records the revocation of token `jti` until `expires_at`; when the
     /// token names `session`, a session of `user`, it ends with it, in the

@@ -20,7 +20,7 @@ pub use records::{
     SessionSelection, StoredKey, UserRecord,
 };
 
-use crate::domain::{SessionId, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, UserRef};
 
 /// How long one database operation may take unless configured otherwise.
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
@@ -289,32 +289,43 @@ impl Storage for Store {
         on_backend!(self, store => store.close().await);
     }
 
-    async fn find_user_by_name(
-        &self,
-        username: &Username,
-    ) -> Result<Option<UserRecord>, StoreError> {
-        on_backend!(self, store => store.find_user_by_name(username).await)
+    async fn find_user(&self, user: &UserRef) -> Result<Option<UserRecord>, StoreError> {
+        on_backend!(self, store => store.find_user(user).await)
     }
 
-    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        on_backend!(self, store => store.list_users().await)
+    async fn list_users(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        on_backend!(self, store => store.list_users(after, limit).await)
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
         on_backend!(self, store => store.count_users().await)
     }
 
-    async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
+    async fn add_user(&self, user: NewUser<'_>) -> Result<UserRecord, AddUserError> {
         on_backend!(self, store => store.add_user(user).await)
     }
 
     async fn set_password(
         &self,
-        username: &Username,
+        user: &UserRef,
         password_hash: &str,
         cutoff: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.set_password(username, password_hash, cutoff).await)
+    ) -> Result<Option<UserRecord>, StoreError> {
+        on_backend!(self, store => store.set_password(user, password_hash, cutoff).await)
+    }
+
+    async fn set_roles(
+        &self,
+        user: UserId,
+        expected: &[Role],
+        roles: &[Role],
+        cutoff: Option<OffsetDateTime>,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        on_backend!(self, store => store.set_roles(user, expected, roles, cutoff).await)
     }
 
     async fn replace_password_hash(
@@ -328,18 +339,18 @@ impl Storage for Store {
 
     async fn disable_user(
         &self,
-        username: &Username,
+        user: &UserRef,
         cutoff: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.disable_user(username, cutoff).await)
+    ) -> Result<Option<UserRecord>, StoreError> {
+        on_backend!(self, store => store.disable_user(user, cutoff).await)
     }
 
-    async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.enable_user(username).await)
+    async fn enable_user(&self, user: &UserRef) -> Result<Option<UserRecord>, StoreError> {
+        on_backend!(self, store => store.enable_user(user).await)
     }
 
-    async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.delete_user(username).await)
+    async fn delete_user(&self, user: &UserRef) -> Result<Option<UserId>, StoreError> {
+        on_backend!(self, store => store.delete_user(user).await)
     }
 
     async fn revoke(

@@ -24,6 +24,8 @@ pub struct UserRecord {
     pub tokens_valid_after: Option<OffsetDateTime>,
     /// When the user was added.
     pub created_at: OffsetDateTime,
+    /// When the user was last changed.
+    pub updated_at: OffsetDateTime,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -35,7 +37,20 @@ impl std::fmt::Debug for UserRecord {
             .field("roles", &self.roles)
             .field("disabled_at", &self.disabled_at)
             .field("tokens_valid_after", &self.tokens_valid_after)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
             .finish_non_exhaustive()
+    }
+}
+
+impl UserRecord {
+    /// The user's standing as the in-memory revocation state takes it.
+    pub fn standing(&self) -> Revocation {
+        Revocation::User {
+            id: self.id,
+            disabled: self.disabled_at.is_some(),
+            tokens_valid_after: self.tokens_valid_after.map(super::unix_seconds_up),
+        }
     }
 }
 

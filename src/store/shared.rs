@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{FailedLogins, Revocation, SessionRecord, StoredKey, UserRecord, unix_seconds_up};
-use crate::domain::{Role, SessionId, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, UserRef, Username};
 
 /// How one backend keeps what the two dialects store differently.
 pub(super) trait Dialect {
@@ -39,6 +39,10 @@ pub(super) trait Dialect {
     /// Whether `err` is the unique index on `users.username_key` refusing a
     /// second user of one name.
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool;
+
+    /// `users.username_key` in the order users are listed: by code point,
+    /// whatever the database's locale.
+    const USERNAME_ORDER: &'static str;
 
     /// The order of a user's sessions, newest first: by `created_at`, and
     /// where the dialect keeps whole seconds, by insertion within one.
@@ -117,7 +121,7 @@ pub(super) fn stored_generation(generation: u64) -> i64 {
 }
 
 /// The columns of `users` the store reads, in the order of
-/// [`SELECT_USERS`].
+/// [`USER_COLUMNS`].
 pub(super) type UserRow<D> = (
     Uuid,
     String,
@@ -126,16 +130,61 @@ pub(super) type UserRow<D> = (
     Option<<D as Dialect>::Instant>,
     Option<<D as Dialect>::Instant>,
     <D as Dialect>::Instant,
+    <D as Dialect>::Instant,
 );
 
-/// `select … from users`, before the clause that picks the rows.
-pub(super) const SELECT_USERS: &str = "select id, username, password_hash, roles, disabled_at, tokens_valid_after, created_at \
-     from users ";
+/// Every column of `users` the store reads, in the order of [`UserRow`].
+pub(super) const USER_COLUMNS: &str =
+    "id, username, password_hash, roles, disabled_at, tokens_valid_after, created_at, updated_at";
+
+/// The condition on `users` that picks the user `user` names, as `$1`;
+/// [`bind_user`] binds it.
+pub(super) fn user_clause(user: &UserRef) -> &'static str {
+    match user {
+        UserRef::Id(_) => "id = $1",
+        UserRef::Name(_) => "username_key = $1",
+    }
+}
+
+/// Binds `$1` of a statement picking `user` with [`user_clause`]; a macro,
+/// as the statements of both backends are (one `bind` per type).
+macro_rules! bind_user {
+    ($query:expr, $user:expr) => {
+        match $user {
+            crate::domain::UserRef::Id(id) => $query.bind(id.as_uuid()),
+            crate::domain::UserRef::Name(name) => $query.bind(name.key()),
+        }
+    };
+}
+pub(super) use bind_user;
+
+/// Runs a statement that reads at most one row of [`USER_COLUMNS`], and
+/// makes it a record.
+macro_rules! one_user {
+    ($store:expr, $conn:expr, $query:expr) => {
+        $query
+            .persistent($store.prepares())
+            .fetch_optional(&mut *$conn)
+            .await?
+            .map(user_record::<Self>)
+            .transpose()
+    };
+}
+pub(super) use one_user;
 
 /// A row of `users` as a record of domain values. A stored name or role
 /// that no longer parses is a decoding error, not a user.
 pub(super) fn user_record<D: Dialect>(row: UserRow<D>) -> Result<UserRecord, sqlx::Error> {
-    let (id, username, password_hash, roles, disabled_at, tokens_valid_after, created_at) = row;
+    let (
+        id,
+        username,
+        password_hash,
+        roles,
+        disabled_at,
+        tokens_valid_after,
+        created_at,
+        updated_at,
+    ) = row;
     let decode = |err: crate::domain::InvalidInput| sqlx::Error::Decode(err.into());
     Ok(UserRecord {
         id: UserId::from(id),
@@ -148,6 +197,7 @@ pub(super) fn user_record<D: Dialect>(row: UserRow<D>) -> Result<UserRecord, sql
         disabled_at: disabled_at.map(D::read_instant).transpose()?,
         tokens_valid_after: tokens_valid_after.map(D::read_instant).transpose()?,
         created_at: D::read_instant(created_at)?,
+        updated_at: D::read_instant(updated_at)?,
     })
 }
 
@@ -242,26 +292,30 @@ macro_rules! shared_statements {
             self.pool.close().await;
         }
 
-        async fn find_user_by_name(
-            &self,
-            username: &Username,
-        ) -> Result<Option<UserRecord>, StoreError> {
-            let sql = format!("{SELECT_USERS}where username_key = $1");
+        async fn find_user(&self, user: &UserRef) -> Result<Option<UserRecord>, StoreError> {
+            let sql = format!("select {USER_COLUMNS} from users where {}", user_clause(user));
             self.run(async |conn| {
-                sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
-                    .bind(username.key())
-                    .persistent(self.prepares()).fetch_optional(&mut *conn)
-                    .await?
-                    .map(user_record::<Self>)
-                    .transpose()
+                one_user!(self, conn, bind_user!(sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql)), user))
             })
             .await
         }
 
-        async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-            let sql = format!("{SELECT_USERS}order by username_key");
+        async fn list_users(
+            &self,
+            after: Option<&str>,
+            limit: u32,
+        ) -> Result<Vec<UserRecord>, StoreError> {
+            // `username_key` is unique: the order is total, and a page
+            // starts right after the last name of the one before.
+            let sql = format!(
+                "select {USER_COLUMNS} from users where $1 is null or {key} > $1 \
+                 order by {key} limit $2",
+                key = Self::USERNAME_ORDER,
+            );
             self.run(async |conn| {
                 sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
+                    .bind(after)
+                    .bind(i64::from(limit))
                     .persistent(self.prepares()).fetch_all(&mut *conn)
                     .await?
                     .into_iter()
@@ -281,29 +335,30 @@ macro_rules! shared_statements {
             Ok(count.unsigned_abs())
         }
 
-        async fn add_user(&self, user: NewUser<'_>) -> Result<(), AddUserError> {
+        async fn add_user(&self, user: NewUser<'_>) -> Result<UserRecord, AddUserError> {
             let roles = Self::roles(user.roles).map_err(StoreError::Query)?;
+            let sql = format!(
+                "insert into users (id, username, username_key, password_hash, roles, \
+                 created_at, updated_at) values ($1, $2, $3, $4, $5, {now}, {now}) \
+                 returning {USER_COLUMNS}",
+                now = $now,
+            );
             let result = self
                 .run(async |conn| {
-                    sqlx::query(concat!(
-                        "insert into users (id, username, username_key, password_hash, roles, \
-                         created_at, updated_at) values ($1, $2, $3, $4, $5, ",
-                        $now,
-                        ", ",
-                        $now,
-                        ")"
-                    ))
-                    .bind(user.id.as_uuid())
-                    .bind(user.username.as_str())
-                    .bind(user.username.key())
-                    .bind(user.password_hash)
-                    .bind(roles)
-                    .persistent(self.prepares()).execute(&mut *conn)
+                    sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
+                        .bind(user.id.as_uuid())
+                        .bind(user.username.as_str())
+                        .bind(user.username.key())
+                        .bind(user.password_hash)
+                        .bind(&roles)
+                        .persistent(self.prepares())
+                        .fetch_one(&mut *conn)
                         .await
+                        .and_then(user_record::<Self>)
                 })
                 .await;
             match result {
-                Ok(_) => Ok(()),
+                Ok(record) => Ok(record),
                 Err(StoreError::Query(sqlx::Error::Database(err)))
                     if Self::is_name_taken(err.as_ref()) =>
                 {
@@ -315,29 +370,50 @@ macro_rules! shared_statements {
 
         async fn set_password(
             &self,
-            username: &Username,
+            user: &UserRef,
             password_hash: &str,
             cutoff: OffsetDateTime,
-        ) -> Result<bool, StoreError> {
+        ) -> Result<Option<UserRecord>, StoreError> {
             // A later cut-off in place stays: `null > $3` is null, so a
             // user without one gets `$3`.
-            let done = self
-                .run(async |conn| {
-                    sqlx::query(concat!(
-                        "update users set password_hash = $2, tokens_valid_after = \
-                         case when tokens_valid_after > $3 then tokens_valid_after else $3 end, \
-                         updated_at = ",
-                        $now,
-                        " where username_key = $1"
-                    ))
-                    .bind(username.key())
+            let sql = format!(
+                "update users set password_hash = $2, tokens_valid_after = \
+                 case when tokens_valid_after > $3 then tokens_valid_after else $3 end, \
+                 updated_at = {now} where {which} returning {USER_COLUMNS}",
+                now = $now,
+                which = user_clause(user),
+            );
+            self.run(async |conn| {
+                one_user!(self, conn, bind_user!(sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql)), user)
                     .bind(password_hash)
-                    .bind(Self::instant(cutoff))
-                    .persistent(self.prepares()).execute(&mut *conn)
-                        .await
-                })
-                .await?;
-            Ok(done.rows_affected() > 0)
+                    .bind(Self::instant(cutoff)))
+            })
+            .await
+        }
+
+        async fn set_roles(
+            &self,
+            user: UserId,
+            expected: &[Role],
+            roles: &[Role],
+            cutoff: Option<OffsetDateTime>,
+        ) -> Result<Option<UserRecord>, StoreError> {
+            let expected = Self::roles(expected).map_err(StoreError::Query)?;
+            let roles = Self::roles(roles).map_err(StoreError::Query)?;
+            let sql = format!(
+                "update users set roles = $3, tokens_valid_after = case when $4 is null \
+                 or tokens_valid_after > $4 then tokens_valid_after else $4 end, \
+                 updated_at = {now} where id = $1 and roles = $2 returning {USER_COLUMNS}",
+                now = $now,
+            );
+            self.run(async |conn| {
+                one_user!(self, conn, sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql))
+                    .bind(user.as_uuid())
+                    .bind(&expected)
+                    .bind(&roles)
+                    .bind(cutoff.map(Self::instant)))
+            })
+            .await
         }
 
         async fn replace_password_hash(
@@ -365,55 +441,47 @@ macro_rules! shared_statements {
 
         async fn disable_user(
             &self,
-            username: &Username,
+            user: &UserRef,
             cutoff: OffsetDateTime,
-        ) -> Result<bool, StoreError> {
-            let done = self
-                .run(async |conn| {
-                    sqlx::query(concat!(
-                        "update users set disabled_at = coalesce(disabled_at, ",
-                        $now,
-                        "), tokens_valid_after = \
-                         case when tokens_valid_after > $2 then tokens_valid_after else $2 end, \
-                         updated_at = ",
-                        $now,
-                        " where username_key = $1"
-                    ))
-                    .bind(username.key())
-                    .bind(Self::instant(cutoff))
-                    .persistent(self.prepares()).execute(&mut *conn)
-                        .await
-                })
-                .await?;
-            Ok(done.rows_affected() > 0)
+        ) -> Result<Option<UserRecord>, StoreError> {
+            let sql = format!(
+                "update users set disabled_at = coalesce(disabled_at, {now}), \
+                 tokens_valid_after = \
+                 case when tokens_valid_after > $2 then tokens_valid_after else $2 end, \
+                 updated_at = {now} where {which} returning {USER_COLUMNS}",
+                now = $now,
+                which = user_clause(user),
+            );
+            self.run(async |conn| {
+                one_user!(self, conn, bind_user!(sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql)), user)
+                    .bind(Self::instant(cutoff)))
+            })
+            .await
         }
 
-        async fn enable_user(&self, username: &Username) -> Result<bool, StoreError> {
-            let done = self
-                .run(async |conn| {
-                    sqlx::query(concat!(
-                        "update users set disabled_at = null, updated_at = ",
-                        $now,
-                        " where username_key = $1"
-                    ))
-                    .bind(username.key())
-                    .persistent(self.prepares()).execute(&mut *conn)
-                        .await
-                })
-                .await?;
-            Ok(done.rows_affected() > 0)
+        async fn enable_user(&self, user: &UserRef) -> Result<Option<UserRecord>, StoreError> {
+            let sql = format!(
+                "update users set disabled_at = null, updated_at = {now} where {which} \
+                 returning {USER_COLUMNS}",
+                now = $now,
+                which = user_clause(user),
+            );
+            self.run(async |conn| {
+                one_user!(self, conn, bind_user!(sqlx::query_as::<_, UserRow<Self>>(sqlx::AssertSqlSafe(sql)), user))
+            })
+            .await
         }
 
-        async fn delete_user(&self, username: &Username) -> Result<bool, StoreError> {
-            let done = self
+        async fn delete_user(&self, user: &UserRef) -> Result<Option<UserId>, StoreError> {
+            let sql = format!("delete from users where {} returning id", user_clause(user));
+            let deleted: Option<Uuid> = self
                 .run(async |conn| {
-                    sqlx::query("delete from users where username_key = $1")
-                        .bind(username.key())
-                        .persistent(self.prepares()).execute(&mut *conn)
+                    bind_user!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), user)
+                        .persistent(self.prepares()).fetch_optional(&mut *conn)
                         .await
                 })
                 .await?;
-            Ok(done.rows_affected() > 0)
+            Ok(deleted.map(UserId::from))
         }
 
         async fn revoke(
@@ -665,7 +733,7 @@ macro_rules! shared_statements {
                 + Sync,
         ) -> Result<T, StoreError> {
             let select_session = format!("select {SESSION_COLUMNS} from sessions where id = $1");
-            let select_user = format!("{SELECT_USERS}where id = $1");
+            let select_user = format!("select {USER_COLUMNS} from users where id = $1");
             // Optimistic: read without a lock, decide, and write only if
             // the session is still in the generation the decision read, not
             // ended. No lock is held across the decision (on SQLite, the

@@ -11,10 +11,13 @@ use std::{
 
 use authd::{
     auth::{Accounts, HashingPriority, PasswordPolicy, Passwords, SigningKey, SigningKeys},
-    domain::{Password, Role, Username},
-    grpc::pb::{
-        LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest, ValidateTokenResponse,
-        auth_service_client::AuthServiceClient,
+    domain::{Password, Role, UserRef, Username},
+    grpc::{
+        admin_pb::admin_service_client::AdminServiceClient,
+        pb::{
+            LoginRequest, LoginResponse, LogoutRequest, ValidateTokenRequest,
+            ValidateTokenResponse, auth_service_client::AuthServiceClient,
+        },
     },
     jobs::purge::PurgeSettings,
     startup::{Application, ServeSettings},
@@ -361,6 +364,7 @@ pub(crate) fn settings(database_url: String, data_dir: &Path) -> ServeSettings {
 pub(crate) struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: AuthServiceClient<Channel>,
+    pub admin: AdminServiceClient<Channel>,
     pub health: HealthClient<Channel>,
     /// The HTTP listener's address, when it has one.
     pub http_addr: Option<SocketAddr>,
@@ -397,6 +401,7 @@ impl TestApp {
         Self {
             addr,
             client: AuthServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             http_addr,
             key_file: settings.keys.signing_key_file.clone(),
@@ -757,7 +762,7 @@ impl World {
     /// The stored password hash of `name`.
     pub(crate) async fn password_hash(&self, name: &str) -> String {
         let name = Username::parse(name).unwrap();
-        let user = self.store.find_user_by_name(&name).await.unwrap();
+        let user = self.store.find_user(&UserRef::Name(name)).await.unwrap();
         user.expect("the user exists").password_hash
     }
 
@@ -765,7 +770,7 @@ impl World {
     /// that re-hashes does.
     pub(crate) async fn set_password_hash(&self, name: &str, hash: &str) {
         let name = Username::parse(name).unwrap();
-        let user = self.store.find_user_by_name(&name).await.unwrap();
+        let user = self.store.find_user(&UserRef::Name(name)).await.unwrap();
         let user = user.expect("the user exists");
         let replaced = self
             .store

@@ -101,7 +101,7 @@ async fn unknown_user_wrong_password_and_disabled_user_look_the_same(backend: Ba
     world.add_user("bob", "bobs password!", &[]).await;
     world
         .accounts
-        .disable(&authd::domain::Username::parse("bob").unwrap())
+        .disable(&authd::domain::Username::parse("bob").unwrap().into())
         .await
         .unwrap();
 

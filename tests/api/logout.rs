@@ -76,7 +76,7 @@ async fn logout_of_a_token_revoked_with_its_user_writes_nothing(backend: Backend
     let login = world.alice_token().await;
     world
         .accounts
-        .disable(&authd::domain::Username::parse("alice").unwrap())
+        .disable(&authd::domain::Username::parse("alice").unwrap().into())
         .await
         .unwrap();
     world.app.eventually_revoked(&login.access_token).await;

@@ -2,6 +2,7 @@
 //! an SQLite file): the real server on port 0, the generated tonic client,
 //! and the storage interface's own contract.
 
+mod admin;
 mod helpers;
 mod http;
 mod jwks;

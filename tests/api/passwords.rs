@@ -1,6 +1,6 @@
 use authd::{
     auth::{AccountError, HashCost, HashingPriority, Passwords},
-    domain::{Password, Username},
+    domain::{Password, UserRef, Username},
 };
 use tonic::Code;
 
@@ -22,18 +22,19 @@ async fn composed_and_decomposed_accents_are_the_same_password(backend: Backend)
 
 async fn new_passwords_shorter_than_the_policy_are_refused(backend: Backend) {
     let world = World::new(backend).await;
-    let alice = Username::parse("alice").unwrap();
+    let name = Username::parse("alice").unwrap();
+    let alice = UserRef::Name(name.clone());
 
     let short = world
         .accounts
-        .add(&alice, &Password::parse("seven77").unwrap(), &[])
+        .add(&name, &Password::parse("seven77").unwrap(), &[])
         .await;
 
     assert!(matches!(short, Err(AccountError::PasswordTooShort(8))));
     // Eight characters, though more bytes than that, is enough.
     world
         .accounts
-        .add(&alice, &Password::parse("\u{e9}".repeat(8)).unwrap(), &[])
+        .add(&name, &Password::parse("\u{e9}".repeat(8)).unwrap(), &[])
         .await
         .unwrap();
     let passwd = world

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use authd::{
     auth::RefreshTokenKey,
-    domain::Username,
+    domain::{UserRef, Username},
     grpc::pb::{
         ListSessionsRequest, LoginResponse, LogoutRequest, LogoutScope, RevokeSessionRequest,
         Session, TokenInvalidReason, auth_service_client::AuthServiceClient,
@@ -324,7 +324,7 @@ async fn sessions_lapse_unused_and_at_their_maximum_age(backend: Backend) {
 
 async fn users_that_may_not_log_in_cannot_refresh(backend: Backend) {
     let mut world = with_alice(backend, |_| {}).await;
-    let alice = Username::parse("alice").unwrap();
+    let alice = UserRef::Name(Username::parse("alice").unwrap());
 
     let login = log_in(&mut world).await;
     world.accounts.disable(&alice).await.unwrap();
@@ -413,7 +413,7 @@ async fn logout_everywhere_ends_every_session_and_token(backend: Backend) {
         assert_revoked(&mut world.app, &session.access_token).await;
         assert_refused(world.app.refresh(&session.refresh_token).await);
     }
-    let alice = Username::parse("alice").unwrap();
+    let alice = UserRef::Name(Username::parse("alice").unwrap());
     assert!(world.accounts.sessions(&alice).await.unwrap().is_empty());
     // A new Login works (after the cut-off second).
     let again = log_in(&mut world).await;

@@ -2,7 +2,7 @@
 //! backend does, the other does too.
 
 use authd::{
-    domain::{Role, SessionId, UserId, Username},
+    domain::{Role, SessionId, UserId, UserRef, Username},
     store::{
         AddUserError, FailedLogins, NewUser, Revocation, SessionRecord, SessionSelection,
         Storage as _, Store,
@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::helpers::{Backend, TestDb, on_both_backends};
 
-fn name(raw: &str) -> Username {
-    Username::parse(raw).unwrap()
+fn name(raw: &str) -> UserRef {
+    UserRef::Name(Username::parse(raw).unwrap())
 }
 
 /// A whole second, as cut-offs and expiries are: `offset_s` from an instant
@@ -31,12 +31,15 @@ async fn add(store: &Store, username: &str, roles: &[&str]) -> Result<UserId, Ad
     store
         .add_user(NewUser {
             id,
-            username: &name(username),
+            username: &Username::parse(username).unwrap(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             roles: &roles,
         })
         .await
-        .map(|()| id)
+        .map(|user| {
+            assert_eq!(user.id, id, "the user as stored");
+            id
+        })
 }
 
 fn role_names(roles: &[Role]) -> Vec<&str> {
@@ -50,7 +53,7 @@ async fn users_are_found_by_name_whatever_the_case_or_composition(backend: Backe
 
     for spelling in ["Élodie", "élodie", "ÉLODIE", "E\u{301}lodie"] {
         let user = store
-            .find_user_by_name(&name(spelling))
+            .find_user(&name(spelling))
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{spelling} finds the user"));
@@ -64,13 +67,7 @@ async fn users_are_found_by_name_whatever_the_case_or_composition(backend: Backe
         assert!(user.disabled_at.is_none() && user.tokens_valid_after.is_none());
         assert!((user.created_at - OffsetDateTime::now_utc()).abs() < time::Duration::minutes(1));
     }
-    assert!(
-        store
-            .find_user_by_name(&name("elodie"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.find_user(&name("elodie")).await.unwrap().is_none());
     for taken in ["élodie", "ÉLODIE", "E\u{301}LODIE"] {
         assert!(
             matches!(add(&store, taken, &[]).await, Err(AddUserError::NameTaken)),
@@ -88,7 +85,7 @@ async fn users_are_listed_by_name_with_their_roles(backend: Backend) {
     add(&store, "Alice", &["admin"]).await.unwrap();
     add(&store, "bob", &["a", "b"]).await.unwrap();
 
-    let users = store.list_users().await.unwrap();
+    let users = store.list_users(None, 100).await.unwrap();
     let listed: Vec<(&str, Vec<&str>)> = users
         .iter()
         .map(|u| (u.username.as_str(), role_names(&u.roles)))
@@ -104,30 +101,147 @@ async fn users_are_listed_by_name_with_their_roles(backend: Backend) {
     assert_eq!(store.count_users().await.unwrap(), 3);
 }
 
+async fn users_are_listed_a_page_at_a_time_after_a_key(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    for user in ["dave", "Bob", "alice", "Élodie", "carol"] {
+        add(&store, user, &[]).await.unwrap();
+    }
+    let names = |users: Vec<authd::store::UserRecord>| -> Vec<String> {
+        users.iter().map(|u| u.username.to_string()).collect()
+    };
+    let first = store.list_users(None, 2).await.unwrap();
+    assert_eq!(names(first), ["alice", "Bob"]);
+    let second = store.list_users(Some("bob"), 2).await.unwrap();
+    assert_eq!(names(second), ["carol", "dave"]);
+    let last = store.list_users(Some("dave"), 2).await.unwrap();
+    assert_eq!(names(last), ["Élodie"]);
+    assert!(
+        store
+            .list_users(Some("élodie"), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        names(store.list_users(Some("b"), 1).await.unwrap()),
+        ["Bob"],
+        "after a key no user has"
+    );
+}
+
+async fn roles_change_only_from_the_roles_expected(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let id = add(&store, "alice", &["reader", "writer"]).await.unwrap();
+    let roles =
+        |names: &[&str]| -> Vec<Role> { names.iter().map(|r| Role::parse(*r).unwrap()).collect() };
+    let before = store.find_user(&UserRef::Id(id)).await.unwrap().unwrap();
+
+    let stale = store
+        .set_roles(id, &roles(&["reader"]), &roles(&["ops"]), None)
+        .await
+        .unwrap();
+    assert!(stale.is_none(), "another change came first");
+
+    let changed = store
+        .set_roles(
+            id,
+            &roles(&["reader", "writer"]),
+            &roles(&["reader"]),
+            Some(second(7)),
+        )
+        .await
+        .unwrap()
+        .expect("changed");
+    assert_eq!(role_names(&changed.roles), ["reader"]);
+    assert_eq!(changed.tokens_valid_after, Some(second(7)));
+    assert!(changed.updated_at >= before.updated_at);
+    assert_eq!(
+        changed,
+        store.find_user(&name("alice")).await.unwrap().unwrap()
+    );
+
+    let added = store
+        .set_roles(id, &roles(&["reader"]), &roles(&["reader", "ops"]), None)
+        .await
+        .unwrap()
+        .expect("changed");
+    assert_eq!(role_names(&added.roles), ["reader", "ops"]);
+    assert_eq!(
+        added.tokens_valid_after,
+        Some(second(7)),
+        "no cut-off given"
+    );
+    let none = store
+        .set_roles(id, &roles(&["reader", "ops"]), &[], Some(second(3)))
+        .await
+        .unwrap()
+        .expect("changed");
+    assert!(none.roles.is_empty());
+    assert_eq!(
+        none.tokens_valid_after,
+        Some(second(7)),
+        "a later one stays"
+    );
+    assert!(
+        store
+            .set_roles(UserId::generate(), &[], &[], None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 async fn a_cut_off_only_ever_moves_forward(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     add(&store, "alice", &[]).await.unwrap();
     let alice = name("ALICE");
 
-    assert!(store.set_password(&alice, "h1", second(10)).await.unwrap());
-    assert!(store.set_password(&alice, "h2", second(-10)).await.unwrap());
-    let user = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(
+        store
+            .set_password(&alice, "h1", second(10))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .set_password(&alice, "h2", second(-10))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let user = store.find_user(&alice).await.unwrap().unwrap();
     assert_eq!(user.password_hash, "h2");
     assert_eq!(user.tokens_valid_after, Some(second(10)));
 
-    assert!(store.disable_user(&alice, second(5)).await.unwrap());
-    let user = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(
+        store
+            .disable_user(&alice, second(5))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let user = store.find_user(&alice).await.unwrap().unwrap();
     assert_eq!(user.tokens_valid_after, Some(second(10)));
-    assert!(store.disable_user(&alice, second(20)).await.unwrap());
-    let user = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(
+        store
+            .disable_user(&alice, second(20))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let user = store.find_user(&alice).await.unwrap().unwrap();
     assert_eq!(user.tokens_valid_after, Some(second(20)));
 
     assert!(
-        !store
+        store
             .set_password(&name("ghost"), "h", second(0))
             .await
             .unwrap()
+            .is_none()
     );
 }
 
@@ -137,11 +251,23 @@ async fn disabling_keeps_its_first_instant_and_enabling_clears_it(backend: Backe
     let id = add(&store, "alice", &[]).await.unwrap();
     let alice = name("alice");
 
-    assert!(store.disable_user(&alice, second(1)).await.unwrap());
-    let first = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(
+        store
+            .disable_user(&alice, second(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let first = store.find_user(&alice).await.unwrap().unwrap();
     let disabled_at = first.disabled_at.expect("disabled");
-    assert!(store.disable_user(&alice, second(1)).await.unwrap());
-    let again = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(
+        store
+            .disable_user(&alice, second(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let again = store.find_user(&alice).await.unwrap().unwrap();
     assert_eq!(again.disabled_at, Some(disabled_at));
     assert!(revocations(&store).await.contains(&Revocation::User {
         id,
@@ -149,8 +275,8 @@ async fn disabling_keeps_its_first_instant_and_enabling_clears_it(backend: Backe
         tokens_valid_after: Some(second(1).unix_timestamp()),
     }));
 
-    assert!(store.enable_user(&alice).await.unwrap());
-    let enabled = store.find_user_by_name(&alice).await.unwrap().unwrap();
+    assert!(store.enable_user(&alice).await.unwrap().is_some());
+    let enabled = store.find_user(&alice).await.unwrap().unwrap();
     assert!(enabled.disabled_at.is_none());
     assert_eq!(
         enabled.tokens_valid_after,
@@ -158,13 +284,21 @@ async fn disabling_keeps_its_first_instant_and_enabling_clears_it(backend: Backe
         "the cut-off stays"
     );
 
-    for unknown in [
-        store.disable_user(&name("ghost"), second(0)).await,
-        store.enable_user(&name("ghost")).await,
-        store.delete_user(&name("ghost")).await,
-    ] {
-        assert!(!unknown.unwrap());
-    }
+    let ghost = name("ghost");
+    assert!(
+        store
+            .disable_user(&ghost, second(0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.enable_user(&ghost).await.unwrap().is_none());
+    assert!(store.delete_user(&ghost).await.unwrap().is_none());
+    assert_eq!(
+        store.delete_user(&UserRef::Id(id)).await.unwrap(),
+        Some(id),
+        "by id"
+    );
 }
 
 /// Everything the store reports to the in-memory revocation state.
@@ -263,7 +397,7 @@ async fn a_rehash_replaces_only_the_hash_it_was_computed_from(backend: Backend) 
     let store = db.store().await;
     let id = add(&store, "alice", &[]).await.unwrap();
     let old = store
-        .find_user_by_name(&name("alice"))
+        .find_user(&name("alice"))
         .await
         .unwrap()
         .unwrap()
@@ -282,11 +416,7 @@ async fn a_rehash_replaces_only_the_hash_it_was_computed_from(backend: Backend) 
             .await
             .unwrap()
     );
-    let user = store
-        .find_user_by_name(&name("alice"))
-        .await
-        .unwrap()
-        .unwrap();
+    let user = store.find_user(&name("alice")).await.unwrap().unwrap();
     assert_eq!(user.password_hash, "new");
     assert!(
         user.tokens_valid_after.is_none(),
@@ -588,6 +718,8 @@ on_both_backends!(
     deleted_users_are_forgotten_once_their_tokens_cannot_be_current,
     users_are_found_by_name_whatever_the_case_or_composition,
     users_are_listed_by_name_with_their_roles,
+    users_are_listed_a_page_at_a_time_after_a_key,
+    roles_change_only_from_the_roles_expected,
     a_cut_off_only_ever_moves_forward,
     disabling_keeps_its_first_instant_and_enabling_clears_it,
     the_feed_reports_every_revocation_in_force,

@@ -297,6 +297,53 @@ def test_full_cycle_with_grpcurl_and_python(pb, database):
     assert 'priority="idle"' in log, log
 
 
+def test_the_admin_api_with_grpcurl_as_the_readme_shows(database):
+    """The first admin is made on the host; then users are managed over
+    gRPC, each call logged with its caller and target, never a password."""
+    added = cli(database, "user", "add", "root", "--role", "authd:admin",
+                "--password-stdin", stdin=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    new_password = "a new user's password"
+    server = Authd(database, rust_log="info")
+    try:
+        services = subprocess.run([GRPCURL, "-plaintext", server.addr, "list"],
+                                  capture_output=True, text=True, timeout=30).stdout.split()
+        assert "auth.admin.v1.AdminService" in services, services
+        login = json.loads(grpcurl("auth.v1.AuthService/Login",
+                                   {"username": "root", "password": PASSWORD}, server.addr))
+        bearer = ("-H", f"authorization: Bearer {login['accessToken']}")
+        created = json.loads(grpcurl("auth.admin.v1.AdminService/CreateUser",
+                                     {"username": "dana", "password": new_password, "roles": ["reader"]},
+                                     server.addr, *bearer))
+        assert created["username"] == "dana" and created["roles"] == ["reader"], created
+        listed = json.loads(grpcurl("auth.admin.v1.AdminService/ListUsers", {"pageSize": 1},
+                                    server.addr, *bearer))
+        assert [u["username"] for u in listed["users"]] == ["dana"] and listed["nextPageToken"], listed
+        rest = json.loads(grpcurl("auth.admin.v1.AdminService/ListUsers",
+                                  {"pageSize": 1, "pageToken": listed["nextPageToken"]},
+                                  server.addr, *bearer))
+        assert [u["username"] for u in rest["users"]] == ["root"] and "nextPageToken" not in rest, rest
+        disabled = json.loads(grpcurl("auth.admin.v1.AdminService/DisableUser", {"username": "DANA"},
+                                      server.addr, *bearer))
+        assert disabled["disabled"] is True, disabled
+        refused = subprocess.run(
+            [GRPCURL, "-plaintext", "-d", json.dumps({"username": "dana"}), server.addr,
+             "auth.admin.v1.AdminService/GetUser"],
+            capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and "Unauthenticated" in refused.stderr, refused.stderr
+    finally:
+        assert server.terminate() == 0
+    listed = cli(database, "user", "list")
+    assert "dana" in listed.stdout and "disabled" in listed.stdout, listed.stdout
+    log = server.output()
+    root_id = login["userId"]
+    assert f'method="CreateUser" caller="{root_id}" user="named \\"dana\\""' in log, log
+    assert f'method="DisableUser" caller="{root_id}"' in log, log
+    assert 'method="GetUser" caller="-"' in log and "code=Unauthenticated" in log, log
+    for secret in (PASSWORD, new_password, login["accessToken"], login["refreshToken"]):
+        assert secret not in log
+
+
 def test_sessions_refresh_rotate_and_a_reused_token_ends_the_session(pb, database):
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "frank", "--password-stdin", stdin=PASSWORD).returncode == 0

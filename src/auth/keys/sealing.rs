@@ -22,6 +22,9 @@ const FORMAT: u8 = 1;
 /// The HKDF purpose of the refresh-token key.
 const REFRESH_TOKEN_KEY_INFO: &[u8] = b"authd refresh tokens v1";
 
+/// The HKDF purpose of the key that authenticates page tokens.
+const PAGE_TOKEN_KEY_INFO: &[u8] = b"authd page tokens v1";
+
 /// The key that seals the private signing keys kept in the database.
 /// Instances sharing a database must share it.
 pub struct KeyEncryptionKey {
@@ -29,6 +32,8 @@ pub struct KeyEncryptionKey {
     id: String,
     /// The key that authenticates refresh tokens, derived from this one.
     refresh_tokens: hmac::Key,
+    /// The key that authenticates page tokens, derived from this one.
+    page_tokens: hmac::Key,
 }
 
 impl std::fmt::Debug for KeyEncryptionKey {
@@ -121,15 +126,18 @@ impl KeyEncryptionKey {
         let id = URL_SAFE_NO_PAD.encode(&context.finish().as_ref()[..9]);
         // HKDF with a purpose of its own: one secret kept outside the
         // database serves both, and neither key tells anything of the other.
-        let refresh_tokens = hkdf::Salt::new(hkdf::HKDF_SHA256, b"authd")
-            .extract(bytes)
-            .expand(&[REFRESH_TOKEN_KEY_INFO], hmac::HMAC_SHA256)
-            .map(hmac::Key::from)
-            .map_err(|_| anyhow::anyhow!("cannot derive the refresh-token key"))?;
+        let derive = |purpose: &[u8]| {
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"authd")
+                .extract(bytes)
+                .expand(&[purpose], hmac::HMAC_SHA256)
+                .map(hmac::Key::from)
+                .map_err(|_| anyhow::anyhow!("cannot derive a key from the key-encryption key"))
+        };
         Ok(Self {
             key: LessSafeKey::new(key),
             id,
-            refresh_tokens,
+            refresh_tokens: derive(REFRESH_TOKEN_KEY_INFO)?,
+            page_tokens: derive(PAGE_TOKEN_KEY_INFO)?,
         })
     }
 
@@ -137,6 +145,12 @@ impl KeyEncryptionKey {
     /// so that a copy of the database cannot make them.
     pub(crate) fn refresh_token_key(&self) -> hmac::Key {
         self.refresh_tokens.clone()
+    }
+
+    /// The key that authenticates page tokens: derived from this one, so
+    /// that every instance sharing the database takes the others' tokens.
+    pub(crate) fn page_token_key(&self) -> hmac::Key {
+        self.page_tokens.clone()
     }
 
     /// A short id of this key (not derived from it in any way that helps

@@ -154,6 +154,7 @@ mod tests {
             disabled_at: None,
             tokens_valid_after: None,
             created_at: at(-1000),
+            updated_at: at(-1000),
         }
     }
 

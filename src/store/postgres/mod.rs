@@ -23,13 +23,14 @@ use super::{
     StoreError, StoredKey, UserRecord,
     shared::{
         DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, MAX_SESSION_ATTEMPTS,
-        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow,
-        UserRow, delete_expired_batches, failed_logins, session_record, session_revocation,
-        shared_statements, stored_generation, stored_key, user_record,
+        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SESSION_COLUMNS, SessionRow, USER_COLUMNS,
+        UserRow, bind_user, delete_expired_batches, failed_logins, one_user, session_record,
+        session_revocation, shared_statements, stored_generation, stored_key, user_clause,
+        user_record,
     },
     unix_seconds_up,
 };
-use crate::domain::{Role, SessionId, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, UserRef};
 
 /// The advisory lock that lets one process purge at a time ("authdpur").
 const PURGE_LOCK_KEY: i64 = 0x6175_7468_6470_7572;
@@ -249,6 +250,9 @@ impl Dialect for PgStore {
     }
 
     const NEWEST_FIRST: &'static str = "created_at desc, id desc";
+
+    /// Indexed so (`users_username_key_order`).
+    const USERNAME_ORDER: &'static str = "username_key collate \"C\"";
 
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
         err.constraint() == Some("users_username_key")

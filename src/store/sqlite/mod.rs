@@ -25,13 +25,14 @@ use super::{
     StoredKey, UserRecord,
     shared::{
         DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, MAX_SESSION_ATTEMPTS,
-        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SELECT_USERS, SESSION_COLUMNS, SessionRow,
-        UserRow, delete_expired_batches, failed_logins, session_record, session_revocation,
-        shared_statements, stored_generation, stored_key, user_record,
+        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SESSION_COLUMNS, SessionRow, USER_COLUMNS,
+        UserRow, bind_user, delete_expired_batches, failed_logins, one_user, session_record,
+        session_revocation, shared_statements, stored_generation, stored_key, user_clause,
+        user_record,
     },
     unix_seconds_up,
 };
-use crate::domain::{Role, SessionId, UserId, Username};
+use crate::domain::{Role, SessionId, UserId, UserRef};
 
 /// The SQLite schema, embedded in the binary.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -159,6 +160,9 @@ impl Dialect for SqliteStore {
     /// The id is a fresh UUIDv7: the one unique key that can clash is the
     /// name's.
     const NEWEST_FIRST: &'static str = "created_at desc, rowid desc";
+
+    /// SQLite compares text by its bytes: UTF-8's order is code points'.
+    const USERNAME_ORDER: &'static str = "username_key";
 
     fn is_name_taken(err: &dyn sqlx::error::DatabaseError) -> bool {
         err.is_unique_violation()
