@@ -390,7 +390,7 @@ pub struct LifetimeArgs {
           default_value_t = TokenSettings::default().ttl.into())]
     pub access_token_ttl: humantime::Duration,
     /// Clock skew forgiven when checking `exp` and `iat`.
-    #[arg(long, env = "AUTHD_LEEWAY", value_parser = duration,
+    #[arg(long, env = "AUTHD_LEEWAY", value_parser = leeway,
           default_value_t = TokenSettings::default().leeway.into())]
     pub leeway: humantime::Duration,
 }
@@ -749,6 +749,18 @@ fn duration(raw: &str) -> Result<humantime::Duration, String> {
         .map_err(|err| format!("{err} (examples: 500ms, 90s, 15m, 1h)"))
 }
 
+/// A leeway: five minutes at most, so that every instance on a database
+/// keeps revocations for at least as long as any other forgives.
+fn leeway(raw: &str) -> Result<humantime::Duration, String> {
+    match duration(raw)? {
+        d if *d > TokenSettings::MAX_LEEWAY => Err(format!(
+            "must be at most {}",
+            humantime::format_duration(TokenSettings::MAX_LEEWAY)
+        )),
+        d => Ok(d),
+    }
+}
+
 fn positive_duration(raw: &str) -> Result<humantime::Duration, String> {
     match duration(raw)? {
         d if *d < Duration::from_secs(1) => Err("must be at least 1s".to_owned()),
@@ -854,13 +866,22 @@ mod tests {
         let (by_serve, by_purge) = (serve.serve.settings().purge, purge.settings());
         assert_eq!(by_purge.batch_size, 500);
         assert_eq!(by_purge.batch_size, by_serve.batch_size);
-        assert_eq!(by_purge.deleted_user_retention, Duration::from_secs(3630));
+        // The lifetime plus the most leeway any instance may forgive.
+        assert_eq!(by_purge.deleted_user_retention, Duration::from_secs(3900));
         assert_eq!(
             by_purge.deleted_user_retention,
             by_serve.deleted_user_retention
         );
         assert_eq!(by_purge.failed_login_memory, Duration::from_secs(4 * 3600));
         assert_eq!(by_purge.failed_login_memory, by_serve.failed_login_memory);
+    }
+
+    #[test]
+    fn a_leeway_over_five_minutes_is_refused() {
+        let parse = |leeway: &str| Cli::try_parse_from(["authd", "--leeway", leeway]);
+        assert!(parse("5m").is_ok());
+        let refused = parse("301s").unwrap_err().to_string();
+        assert!(refused.contains("at most 5m"), "{refused}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{
     auth::{
         AccessTokens, Accounts, Authenticator, HashCost, HashingPriority, KeyFiles, LoginThrottle,
         PasswordPolicy, Passwords, RefreshTokens, RevocationState, SessionSettings, SigningKeys,
-        ThrottleSettings, TokenSettings, VerifiedTokens,
+        ThrottleSettings, TokenSettings, VerifiedTokens, deployment,
     },
     domain::Role,
     grpc::{
@@ -216,7 +216,10 @@ impl Application {
             .migrate()
             .await
             .context("cannot migrate the database")?;
-        let retention = settings.tokens.ttl + settings.tokens.leeway;
+        let deployment = deployment::join(&store, &settings.tokens).await?;
+        // A retired key verifies as long as a token any instance signed with
+        // it can be current.
+        let retention = deployment::key_retention(&deployment, &settings.tokens);
         let signing_keys =
             Arc::new(SigningKeys::open(store.clone(), &settings.keys, retention).await?);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -230,7 +233,10 @@ impl Application {
         let verified =
             VerifiedTokens::new(settings.token_cache_bytes, settings.tokens.leeway.as_secs());
 
-        let revocations = Arc::new(RevocationState::new(MAX_REVOCATION_STALENESS));
+        let revocations = Arc::new(
+            RevocationState::new(MAX_REVOCATION_STALENESS)
+                .holding_past_expiry(settings.tokens.leeway),
+        );
         let loading = std::time::Instant::now();
         let cursor = store
             .load_revocations(&mut |revocation| revocations.apply(revocation))

@@ -3,6 +3,7 @@
 
 mod access;
 mod accounts;
+pub mod deployment;
 mod keys;
 mod password;
 mod revocations;

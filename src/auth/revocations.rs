@@ -102,6 +102,10 @@ pub struct RevocationState {
     epoch: Instant,
     /// How long the state is trusted after it last matched the store.
     max_staleness: Duration,
+    /// Seconds a token's or session's entry is held past its bound: this
+    /// instance's leeway, which may exceed the leeway of the instance that
+    /// set the bound.
+    margin: i64,
 }
 
 /// How many entries of each kind the state holds.
@@ -125,15 +129,28 @@ impl RevocationState {
             synced_at: AtomicU64::new(0),
             epoch: Instant::now(),
             max_staleness,
+            margin: 0,
         }
+    }
+
+    /// The same, holding each token's and session's entry `leeway` past
+    /// its bound, for an instance that forgives that much clock skew.
+    #[must_use]
+    pub fn holding_past_expiry(mut self, leeway: Duration) -> Self {
+        self.margin = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
+        self
     }
 
     /// Applies one revocation.
     pub fn apply(&self, revocation: Revocation) {
         match revocation {
-            Revocation::Token { jti, expires_at } => self.tokens.insert(jti, expires_at),
+            Revocation::Token { jti, expires_at } => {
+                self.tokens
+                    .insert(jti, expires_at.saturating_add(self.margin));
+            }
             Revocation::Session { id, expires_at } => {
-                self.sessions.insert(id.as_uuid(), expires_at);
+                self.sessions
+                    .insert(id.as_uuid(), expires_at.saturating_add(self.margin));
             }
             Revocation::User {
                 id,
@@ -200,8 +217,8 @@ impl RevocationState {
         age <= self.max_staleness
     }
 
-    /// Forgets the logged-out tokens and ended sessions whose `expires_at`
-    /// is before `now` (Unix seconds). Returns how many were forgotten.
+    /// Forgets the logged-out tokens and ended sessions whose `expires_at`,
+    /// plus the margin, is before `now` (Unix seconds). Returns how many were forgotten.
     pub fn forget_expired(&self, now: i64) -> usize {
         self.tokens.forget_expired(now) + self.sessions.forget_expired(now)
     }
@@ -260,6 +277,30 @@ mod tests {
         );
         assert_eq!(state.forget_expired(expires_at + 1), 1);
         assert_eq!(state.revokes(jti, None, user, 1), Some(false));
+    }
+
+    #[test]
+    fn entries_are_held_past_their_bound_for_the_leeway() {
+        let state = RevocationState::new(Duration::from_secs(60))
+            .holding_past_expiry(Duration::from_secs(300));
+        state.mark_synced(Instant::now());
+        let (jti, session, user) = (Uuid::new_v4(), SessionId::generate(), Uuid::new_v4());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // Bounds set by an instance of no leeway, already past: this one
+        // still accepts such tokens for five minutes, so still revokes them.
+        state.apply(Revocation::Token {
+            jti,
+            expires_at: now - 10,
+        });
+        state.apply(Revocation::Session {
+            id: session,
+            expires_at: now - 10,
+        });
+        let sid = Some(session.as_uuid());
+        assert_eq!(state.revokes(jti, None, user, 1), Some(true));
+        assert_eq!(state.revokes(Uuid::new_v4(), sid, user, 1), Some(true));
+        assert_eq!(state.forget_expired(now + 290), 0);
+        assert_eq!(state.forget_expired(now + 291), 2);
     }
 
     #[test]

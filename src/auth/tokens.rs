@@ -26,6 +26,13 @@ pub struct TokenSettings {
     pub leeway: Duration,
 }
 
+impl TokenSettings {
+    /// The most leeway any instance may forgive. Records of revocations are
+    /// kept this long past their tokens' expiry, so that no instance, of
+    /// whatever leeway, can outlive another's record of a revocation.
+    pub const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+}
+
 impl Default for TokenSettings {
     /// authd's defaults: issuer and audience `authd`, tokens of 15 minutes,
     /// 5 s of leeway.

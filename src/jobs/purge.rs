@@ -11,7 +11,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{ThrottleSettings, TokenSettings},
+    auth::{ThrottleSettings, TokenSettings, deployment::token_retention},
     store::{PurgeOutcome, Storage as _, Store, StoreError},
 };
 
@@ -23,14 +23,16 @@ pub struct PurgeSettings {
     pub interval: Duration,
     /// Rows deleted per statement.
     pub batch_size: u32,
-    /// How long a deleted user is remembered: the longest a token issued
-    /// before its deletion can stay current (token lifetime plus leeway).
+    /// How long a deleted user is remembered at least: the longest a token
+    /// issued before its deletion can stay current (token lifetime plus the
+    /// most leeway allowed). Longer when another instance on the database
+    /// issues longer-lived tokens.
     pub deleted_user_retention: Duration,
     /// How long failed Logins are counted after the last one (see
     /// [`ThrottleSettings::memory`]).
     pub failed_login_memory: Duration,
-    /// How long a retired or revoked signing key is kept: as long as a
-    /// token it signed can be current.
+    /// How long a retired or revoked signing key is kept at least: as long
+    /// as a token it signed can be current (longer, as for deleted users).
     pub signing_key_retention: Duration,
 }
 
@@ -46,9 +48,9 @@ impl PurgeSettings {
         Self {
             interval: Self::DEFAULT_INTERVAL,
             batch_size: Self::DEFAULT_BATCH_SIZE,
-            deleted_user_retention: tokens.ttl + tokens.leeway,
+            deleted_user_retention: token_retention(None, tokens),
             failed_login_memory: throttle.memory(),
-            signing_key_retention: tokens.ttl + tokens.leeway,
+            signing_key_retention: token_retention(None, tokens),
         }
     }
 }
@@ -84,21 +86,48 @@ pub enum PurgePass {
 /// [`StoreError`] when the database fails; what was deleted before the
 /// failure stays deleted.
 pub async fn purge_once(store: &Store, settings: &PurgeSettings) -> Result<PurgePass, StoreError> {
-    let now = OffsetDateTime::now_utc();
-    let revocations = match store.purge_expired(now, settings.batch_size).await? {
+    purge_as_of(store, settings, OffsetDateTime::now_utc()).await
+}
+
+/// Runs one pass as if the time were `now`.
+///
+/// What can make a token invalid is kept for as long as any instance on
+/// the database could accept that token: revocations and ended sessions
+/// until their bound plus the most leeway any instance may forgive, deleted
+/// users and keys for the longest lifetime any instance has issued with.
+///
+/// # Errors
+/// As [`purge_once`].
+pub async fn purge_as_of(
+    store: &Store,
+    settings: &PurgeSettings,
+    now: OffsetDateTime,
+) -> Result<PurgePass, StoreError> {
+    let deployment = store.deployment().await?;
+    let longest = deployment
+        .as_ref()
+        .map_or(Duration::ZERO, |record| record.max_access_token_ttl)
+        + TokenSettings::MAX_LEEWAY;
+    let past_any_leeway = now - TokenSettings::MAX_LEEWAY;
+    let revocations = match store
+        .purge_expired(past_any_leeway, settings.batch_size)
+        .await?
+    {
         PurgeOutcome::Removed(rows) => rows,
         PurgeOutcome::Busy => return Ok(PurgePass::Busy),
     };
     let deleted_users = store
-        .forget_deleted_users(now - settings.deleted_user_retention)
+        .forget_deleted_users(now - settings.deleted_user_retention.max(longest))
         .await?;
     let failed_logins = store
         .forget_failed_logins(now - settings.failed_login_memory)
         .await?;
     let signing_keys = store
-        .forget_signing_keys(now - settings.signing_key_retention)
+        .forget_signing_keys(now - settings.signing_key_retention.max(longest))
         .await?;
-    let sessions = store.forget_sessions(now, settings.batch_size).await?;
+    let sessions = store
+        .forget_sessions(past_any_leeway, settings.batch_size)
+        .await?;
     Ok(PurgePass::Done(PurgeReport {
         revocations,
         deleted_users,

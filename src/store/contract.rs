@@ -7,8 +7,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AddUserError, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome, Revocation,
-    RevocationNotifications, SessionRecord, SessionSelection, StoreError, StoredKey, UserRecord,
+    AddUserError, DeploymentRecord, FailedLogins, FeedCursor, KeyEdit, NewUser, PurgeOutcome,
+    Revocation, RevocationNotifications, SessionRecord, SessionSelection, StoreError, StoredKey,
+    UserRecord,
 };
 use crate::domain::{Role, SessionId, UserId, UserRef};
 
@@ -40,6 +41,29 @@ pub trait Storage {
 
     /// Closes every connection; awaits the ones in use.
     fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Records that an instance issuing tokens with `issuer`, `audience`
+    /// and lifetime `ttl` starts: the first such record sets the claims;
+    /// every one raises the longest lifetime to `ttl` if shorter. Returns
+    /// the record as it then stands; when its claims differ from these, it
+    /// is returned unchanged, for the caller to refuse.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn record_deployment(
+        &self,
+        issuer: &str,
+        audience: &str,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<DeploymentRecord, StoreError>> + Send;
+
+    /// The deployment record, if an instance has ever started.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    fn deployment(
+        &self,
+    ) -> impl Future<Output = Result<Option<DeploymentRecord>, StoreError>> + Send;
 
     /// Finds a user by id, or by name whatever the letter case.
     ///

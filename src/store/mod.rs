@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 pub use contract::Storage;
 pub use records::{
-    AddUserError, FailedLogins, KeyEdit, NewUser, PurgeOutcome, Revocation, SessionRecord,
-    SessionSelection, StoredKey, UserRecord,
+    AddUserError, DeploymentRecord, FailedLogins, KeyEdit, NewUser, PurgeOutcome, Revocation,
+    SessionRecord, SessionSelection, StoredKey, UserRecord,
 };
 
 use crate::domain::{Role, SessionId, UserId, UserRef};
@@ -287,6 +287,19 @@ impl Storage for Store {
 
     async fn close(&self) {
         on_backend!(self, store => store.close().await);
+    }
+
+    async fn record_deployment(
+        &self,
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<DeploymentRecord, StoreError> {
+        on_backend!(self, store => store.record_deployment(issuer, audience, ttl).await)
+    }
+
+    async fn deployment(&self) -> Result<Option<DeploymentRecord>, StoreError> {
+        on_backend!(self, store => store.deployment().await)
     }
 
     async fn find_user(&self, user: &UserRef) -> Result<Option<UserRecord>, StoreError> {

@@ -174,6 +174,18 @@ pub struct FailedLogins {
     pub blocked_until: Option<OffsetDateTime>,
 }
 
+/// What the instances on one database agree on, as recorded (the
+/// `deployment` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    /// The `iss` of every instance's tokens.
+    pub issuer: String,
+    /// The `aud` of every instance's tokens.
+    pub audience: String,
+    /// The longest access-token lifetime any instance has started with.
+    pub max_access_token_ttl: std::time::Duration,
+}
+
 /// A signing key as stored: its public half in the clear, its private half
 /// sealed with the key-encryption key, and the instants of its lifecycle.
 #[derive(Clone, PartialEq, Eq)]

@@ -133,6 +133,18 @@ pub(super) type UserRow<D> = (
     <D as Dialect>::Instant,
 );
 
+/// The columns of `deployment` the store reads.
+pub(super) type DeploymentRow = (String, String, i64);
+
+/// A row of `deployment` as a record.
+pub(super) fn deployment_record((issuer, audience, ttl): DeploymentRow) -> super::DeploymentRecord {
+    super::DeploymentRecord {
+        issuer,
+        audience,
+        max_access_token_ttl: std::time::Duration::from_secs(ttl.unsigned_abs()),
+    }
+}
+
 /// Every column of `users` the store reads, in the order of [`UserRow`].
 pub(super) const USER_COLUMNS: &str =
     "id, username, password_hash, roles, disabled_at, tokens_valid_after, created_at, updated_at";
@@ -290,6 +302,59 @@ macro_rules! shared_statements {
 
         async fn close(&self) {
             self.pool.close().await;
+        }
+
+        async fn record_deployment(
+            &self,
+            issuer: &str,
+            audience: &str,
+            ttl: std::time::Duration,
+        ) -> Result<DeploymentRecord, StoreError> {
+            let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+            // A start with other claims changes nothing: the caller refuses.
+            let recorded: Option<DeploymentRow> = self
+                .run(async |conn| {
+                    sqlx::query_as(concat!(
+                        "insert into deployment (issuer, audience, max_access_token_ttl_s, \
+                         created_at, updated_at) values ($1, $2, $3, ",
+                        $now,
+                        ", ",
+                        $now,
+                        ") on conflict (id) do update set max_access_token_ttl_s = \
+                         case when deployment.max_access_token_ttl_s > $3 \
+                         then deployment.max_access_token_ttl_s else $3 end, updated_at = ",
+                        $now,
+                        " where deployment.issuer = $1 and deployment.audience = $2 \
+                         returning issuer, audience, max_access_token_ttl_s"
+                    ))
+                    .bind(issuer)
+                    .bind(audience)
+                    .bind(ttl)
+                    .persistent(self.prepares())
+                    .fetch_optional(&mut *conn)
+                    .await
+                })
+                .await?;
+            match recorded {
+                Some(row) => Ok(deployment_record(row)),
+                None => self.deployment().await?.ok_or_else(|| {
+                    StoreError::Query(sqlx::Error::RowNotFound)
+                }),
+            }
+        }
+
+        async fn deployment(&self) -> Result<Option<DeploymentRecord>, StoreError> {
+            let row: Option<DeploymentRow> = self
+                .run(async |conn| {
+                    sqlx::query_as(
+                        "select issuer, audience, max_access_token_ttl_s from deployment",
+                    )
+                    .persistent(self.prepares())
+                    .fetch_optional(&mut *conn)
+                    .await
+                })
+                .await?;
+            Ok(row.map(deployment_record))
         }
 
         async fn find_user(&self, user: &UserRef) -> Result<Option<UserRecord>, StoreError> {

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use authd::{
-    auth::{KeyError, KeyState, RevokeRefusal, Rotation, SigningKey, SigningKeys},
+    auth::{KeyError, KeyState, RevokeRefusal, Rotation, SigningKey, SigningKeys, TokenSettings},
     grpc::pb::TokenInvalidReason,
-    jobs::purge::{PurgePass, PurgeSettings, purge_once},
+    jobs::purge::{PurgePass, PurgeSettings, purge_as_of},
     startup::Application,
     store::Storage as _,
 };
@@ -93,12 +93,17 @@ async fn a_retired_key_is_published_until_its_last_token_has_expired(backend: Ba
 
     sleep_past(retired_at + ttl).await;
     assert_eq!(world.app.published_kids().await, std::slice::from_ref(&new));
-    // The purge deletes what was retired before its cut-off, in the
-    // store's whole seconds.
-    sleep_past(retired_at + ttl + Duration::from_secs(1)).await;
-    let mut purge = PurgeSettings::new(&world.app.settings.tokens, &Default::default());
-    purge.signing_key_retention = ttl;
-    let PurgePass::Done(report) = purge_once(&world.store, &purge).await.unwrap() else {
+    // The purge keeps it while an instance forgiving the most leeway could
+    // still accept its tokens, and deletes it after, in the store's whole
+    // seconds.
+    let purge = PurgeSettings::new(&world.app.settings.tokens, &Default::default());
+    let kept = retired_at + ttl + TokenSettings::MAX_LEEWAY - Duration::from_secs(1);
+    let PurgePass::Done(report) = purge_as_of(&world.store, &purge, kept).await.unwrap() else {
+        panic!("the purge is busy");
+    };
+    assert_eq!(report.signing_keys, 0);
+    let past = retired_at + ttl + TokenSettings::MAX_LEEWAY + Duration::from_secs(1);
+    let PurgePass::Done(report) = purge_as_of(&world.store, &purge, past).await.unwrap() else {
         panic!("the purge is busy");
     };
     assert_eq!(report.signing_keys, 1);

@@ -3,6 +3,7 @@
 //! and the storage interface's own contract.
 
 mod admin;
+mod deployment;
 mod helpers;
 mod http;
 mod jwks;

@@ -193,6 +193,35 @@ async fn roles_change_only_from_the_roles_expected(backend: Backend) {
     );
 }
 
+async fn the_deployment_keeps_its_claims_and_its_longest_lifetime(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    assert!(store.deployment().await.unwrap().is_none());
+    let hour = std::time::Duration::from_secs(3600);
+    let first = store.record_deployment("iss", "aud", hour).await.unwrap();
+    assert_eq!(
+        (first.issuer.as_str(), first.audience.as_str()),
+        ("iss", "aud")
+    );
+    assert_eq!(first.max_access_token_ttl, hour);
+    let shorter = store
+        .record_deployment("iss", "aud", hour / 4)
+        .await
+        .unwrap();
+    assert_eq!(shorter.max_access_token_ttl, hour, "never lowered");
+    let longer = store
+        .record_deployment("iss", "aud", hour * 2)
+        .await
+        .unwrap();
+    assert_eq!(longer.max_access_token_ttl, hour * 2);
+    let other = store
+        .record_deployment("other", "aud", hour * 5)
+        .await
+        .unwrap();
+    assert_eq!(other, longer, "other claims change nothing");
+    assert_eq!(store.deployment().await.unwrap(), Some(longer));
+}
+
 async fn a_cut_off_only_ever_moves_forward(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
@@ -720,6 +749,7 @@ on_both_backends!(
     users_are_listed_by_name_with_their_roles,
     users_are_listed_a_page_at_a_time_after_a_key,
     roles_change_only_from_the_roles_expected,
+    the_deployment_keeps_its_claims_and_its_longest_lifetime,
     a_cut_off_only_ever_moves_forward,
     disabling_keeps_its_first_instant_and_enabling_clears_it,
     the_feed_reports_every_revocation_in_force,

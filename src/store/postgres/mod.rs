@@ -18,15 +18,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AddUserError, DatabasePooler, DatabaseSettings, FailedLogins, FeedCursor, KeyEdit, NewUser,
-    PurgeOutcome, Revocation, RevocationNotifications, SessionRecord, SessionSelection, Storage,
-    StoreError, StoredKey, UserRecord,
+    AddUserError, DatabasePooler, DatabaseSettings, DeploymentRecord, FailedLogins, FeedCursor,
+    KeyEdit, NewUser, PurgeOutcome, Revocation, RevocationNotifications, SessionRecord,
+    SessionSelection, Storage, StoreError, StoredKey, UserRecord,
     shared::{
-        DELETE_EXPIRED_BATCH, Dialect, FailedLoginsRow, KeyRow, MAX_SESSION_ATTEMPTS,
-        SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SESSION_COLUMNS, SessionRow, USER_COLUMNS,
-        UserRow, bind_user, delete_expired_batches, failed_logins, one_user, session_record,
-        session_revocation, shared_statements, stored_generation, stored_key, user_clause,
-        user_record,
+        DELETE_EXPIRED_BATCH, DeploymentRow, Dialect, FailedLoginsRow, KeyRow,
+        MAX_SESSION_ATTEMPTS, SELECT_FAILED_LOGINS, SELECT_SIGNING_KEYS, SESSION_COLUMNS,
+        SessionRow, USER_COLUMNS, UserRow, bind_user, delete_expired_batches, deployment_record,
+        failed_logins, one_user, session_record, session_revocation, shared_statements,
+        stored_generation, stored_key, user_clause, user_record,
     },
     unix_seconds_up,
 };
