@@ -257,7 +257,7 @@ pub struct ServeArgs {
     /// whichever instance checks first; `off`: only `authd keys rotate`
     /// rotates.
     #[arg(long, env = "AUTHD_KEY_ROTATION_INTERVAL", default_value = "90d",
-          value_parser = rotation_interval)]
+          value_parser = interval_or_off)]
     pub key_rotation_interval: OrOff<humantime::Duration>,
     /// Address of the HTTP listener (JWKS, server metadata, /healthz,
     /// /readyz); HTTPS with --tls-cert. `off` to disable.
@@ -369,6 +369,11 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "AUTHD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a change,
+    /// to be read again (as on SIGHUP); `off`: on SIGHUP only.
+    #[arg(long, env = "AUTHD_TLS_WATCH_INTERVAL", value_parser = interval_or_off,
+          default_value_t = OrOff(Some(TlsSettings::DEFAULT_WATCH_INTERVAL.into())))]
+    pub tls_watch_interval: OrOff<humantime::Duration>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub max_backoff: MaxBackoffArgs,
@@ -684,6 +689,7 @@ impl ServeArgs {
                     cert,
                     key,
                     client_ca: self.tls_client_ca.clone(),
+                    watch_interval: self.tls_watch_interval.0.map(Into::into),
                 }),
             shutdown_delay: *self.shutdown_delay,
             shutdown_grace_period: *self.shutdown_grace_period,
@@ -778,7 +784,8 @@ fn reuse_grace(raw: &str) -> Result<humantime::Duration, String> {
     Ok(grace)
 }
 
-fn rotation_interval(raw: &str) -> Result<OrOff<humantime::Duration>, String> {
+/// An interval of at least a second, or `off`.
+fn interval_or_off(raw: &str) -> Result<OrOff<humantime::Duration>, String> {
     let parsed: OrOff<humantime::Duration> = raw.parse()?;
     match parsed.0 {
         Some(d) if *d < Duration::from_secs(1) => Err("must be at least 1s (or `off`)".to_owned()),

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
     auth::{
@@ -31,7 +31,7 @@ use crate::{
         revocation_sync::SyncSettings,
     },
     store::{DatabaseSettings, FeedCursor, Storage as _, Store},
-    tls::TlsSettings,
+    tls::{ServerTls, TlsSettings},
 };
 
 /// The largest request message accepted. Ours are far smaller (a token is
@@ -195,7 +195,7 @@ pub struct Application {
     /// Where the start-up load of the revocations left off.
     cursor: FeedCursor,
     /// The TLS configuration read from the settings' files.
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Arc<ServerTls>>,
     settings: ServeSettings,
 }
 
@@ -206,9 +206,14 @@ impl Application {
     /// # Errors
     /// When any of those fails; the message says which.
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
-        let tls = settings.tls.as_ref().map(TlsSettings::load).transpose()?;
-        let http_tls = match (&settings.http.listen, &settings.tls) {
-            (Some(_), Some(tls)) => Some(tls.load_for_http()?),
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(ServerTls::load)
+            .transpose()?
+            .map(Arc::new);
+        let http_tls = match (&settings.http.listen, &tls) {
+            (Some(_), Some(tls)) => Some(tls.http_config()),
             _ => None,
         };
         let store = Store::connect(&settings.database).await?;
@@ -284,6 +289,11 @@ impl Application {
             tls,
             settings,
         })
+    }
+
+    /// The server's TLS configuration, when it serves TLS.
+    pub fn tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
     }
 
     /// The store the server runs on.
@@ -425,13 +435,7 @@ impl Application {
         .max_decoding_message_size(MAX_REQUEST_BYTES);
         let api = AuthServiceServer::new(AuthApi::new(auth, limit, settings.trusted_proxies))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let mut builder = Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))
-                .context("invalid TLS configuration")?;
-        }
-        let server = builder
+        let router = Server::builder()
             // tonic leaves these to hyper's defaults; an auth service states
             // its own.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -440,18 +444,31 @@ impl Application {
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
             .timeout(settings.request_timeout)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
             .add_service(admin)
-            .add_service(ext_authz)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+            .add_service(ext_authz);
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let tls_reload = tls.clone().map(|tls| {
+            // Listened for here, before anything can send it: a SIGHUP with
+            // no handler would end the process.
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|err| tracing::warn!(error = %err, "cannot listen for SIGHUP"))
+                .ok();
+            tokio::spawn(jobs::tls_reload::run(tls, hangup, stop_jobs.clone()))
+        });
+        let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &tls {
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming, begin_shutdown)),
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                tls.accept(incoming, TLS_HANDSHAKE_TIMEOUT, draining.clone()),
                 begin_shutdown,
-            );
+            )),
+        };
         let grace = settings.shutdown_grace_period;
         let served = tokio::select! {
             served = server => served.context("the server failed"),
@@ -465,6 +482,9 @@ impl Application {
         let _ = purge.await;
         let _ = revocation_sync.await;
         let _ = key_rotation.await;
+        if let Some(tls_reload) = tls_reload {
+            let _ = tls_reload.await;
+        }
         if let Some(http_server) = http_server {
             let _ = http_server.await;
         }

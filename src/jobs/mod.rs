@@ -7,3 +7,4 @@ pub mod database_health;
 pub mod key_rotation;
 pub mod purge;
 pub mod revocation_sync;
+pub mod tls_reload;

@@ -372,6 +372,8 @@ pub(crate) struct TestApp {
     pub key_file: PathBuf,
     /// The signing keys the server follows.
     pub keys: Arc<SigningKeys>,
+    /// Its TLS configuration, when it serves TLS.
+    pub tls: Option<Arc<authd::tls::ServerTls>>,
     pub settings: ServeSettings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -389,6 +391,7 @@ impl TestApp {
         let addr = app.local_addr().unwrap();
         let http_addr = app.http_addr().unwrap();
         let keys = app.signing_keys().clone();
+        let tls = app.tls().cloned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -406,6 +409,7 @@ impl TestApp {
             http_addr,
             key_file: settings.keys.signing_key_file.clone(),
             keys,
+            tls,
             settings,
             stop: Some(stop),
             handle: Some(handle),

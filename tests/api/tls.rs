@@ -10,7 +10,7 @@ use authd::{
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -27,6 +27,8 @@ struct Pki {
     dir: tempfile::TempDir,
     ca: String,
     server: Issued,
+    /// A second server certificate, for a renewal.
+    renewal: Issued,
     client: Issued,
 }
 
@@ -34,11 +36,13 @@ fn issue(
     ca: &CertifiedIssuer<'_, KeyPair>,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
+    serial: u64,
 ) -> Issued {
     let key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
     params.extended_key_usages = vec![usage];
+    params.serial_number = Some(SerialNumber::from(serial));
     let cert = params.signed_by(&key, ca).unwrap();
     Issued {
         cert: cert.pem(),
@@ -60,8 +64,9 @@ fn new_pki(name: &str) -> Pki {
     Pki {
         dir: tempfile::tempdir().unwrap(),
         ca: ca.pem(),
-        server: issue(&ca, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth),
-        client: issue(&ca, &["a-service"], ExtendedKeyUsagePurpose::ClientAuth),
+        server: issue(&ca, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, 1),
+        renewal: issue(&ca, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth, 2),
+        client: issue(&ca, &["a-service"], ExtendedKeyUsagePurpose::ClientAuth, 3),
     }
 }
 
@@ -79,6 +84,7 @@ impl Pki {
             cert: self.write("server.pem", &self.server.cert),
             key: self.write("server.key", &self.server.key),
             client_ca: require_clients.then(|| self.write("ca.pem", &self.ca)),
+            watch_interval: None,
         }
     }
 }
@@ -203,6 +209,103 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(!plaintext_is_answered(&world).await);
 }
 
+/// Replaces `path` whole with `text`, as a renewal does (never half
+/// written).
+fn replace(path: &std::path::Path, text: &str) {
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// A TLS client that trusts `trusted`'s CA and presents no certificate.
+fn trusting(trusted: &Pki) -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, pem::PemObject as _},
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(trusted.ca.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The certificate a new TLS connection is served, as DER.
+async fn served_certificate(world: &World, trusted: &Pki) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(world.app.addr)
+        .await
+        .unwrap();
+    let tls = trusting(trusted)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_reaches_new_connections_and_a_broken_one_never_does() {
+    let pki = new_pki("authd");
+    let mut tls = pki.settings(false);
+    tls.watch_interval = Some(std::time::Duration::from_millis(20));
+    let world = World::with(Backend::Sqlite, |s| s.tls = Some(tls.clone())).await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    let mut open = client(&world, &pki, None).await.unwrap();
+    serves(&mut open).await.unwrap();
+    assert_eq!(
+        served_certificate(&world, &pki).await,
+        der(&pki.server.cert)
+    );
+
+    // Serial 2, written over the files the server started from.
+    replace(&tls.cert, &pki.renewal.cert);
+    replace(&tls.key, &pki.renewal.key);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while served_certificate(&world, &pki).await != der(&pki.renewal.cert) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewal is not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    serves(&mut open).await.unwrap();
+    serves(&mut client(&world, &pki, None).await.unwrap())
+        .await
+        .unwrap();
+
+    // A key that is not the certificate's, then a certificate file that
+    // holds none: each reload fails, and the renewal is still served.
+    let reloader = world.app.tls.as_ref().unwrap();
+    replace(&tls.key, &pki.server.key);
+    let mismatched = format!("{:#}", reloader.reload().unwrap_err());
+    assert!(mismatched.contains("is not the key of"), "{mismatched}");
+    replace(&tls.key, &pki.renewal.key);
+    replace(&tls.cert, "not a certificate\n");
+    let garbage = format!("{:#}", reloader.reload().unwrap_err());
+    assert!(garbage.contains("holds no certificate"), "{garbage}");
+    assert!(!garbage.contains("BEGIN"), "{garbage}");
+    assert_eq!(
+        served_certificate(&world, &pki).await,
+        der(&pki.renewal.cert)
+    );
+    serves(&mut client(&world, &pki, None).await.unwrap())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_tls_key_others_may_read_is_refused_at_start() {
     let pki = new_pki("authd");
@@ -225,24 +328,11 @@ async fn a_tls_key_others_may_read_is_refused_at_start() {
 /// with no client certificate.
 async fn https_get(world: &World, trusted: &Pki, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     use http_body_util::BodyExt as _;
-    use tokio_rustls::rustls::{
-        self,
-        pki_types::{CertificateDer, ServerName, pem::PemObject as _},
-    };
+    use tokio_rustls::rustls::pki_types::ServerName;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(trusted.ca.as_bytes()).unwrap())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let addr = world.app.http_addr.unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = trusting(trusted)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
     let (mut sender, connection) =
