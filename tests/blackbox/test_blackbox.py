@@ -824,3 +824,65 @@ def test_tls_and_mutual_tls_with_grpcurl_and_python(pb, tmp_path):
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         assert server.terminate() == 0
+
+
+def served_serial(addr):
+    """The serial of the certificate a new TLS connection to `addr` gets
+    (not verified: only which certificate it is matters)."""
+    import ssl
+    from cryptography import x509
+    host, port = addr.rsplit(":", 1)
+    pem = ssl.get_server_certificate((host, int(port)), timeout=5)
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def serial_of(path):
+    from cryptography import x509
+    return x509.load_pem_x509_certificate(Path(path).read_bytes()).serial_number
+
+
+def test_sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_broken(tmp_path):
+    workdir = tmp_path / "reload"
+    workdir.mkdir()
+    database = Sqlite(workdir)
+    first, renewed = Pki(tmp_path / "first"), Pki(tmp_path / "renewed")
+    cert, key = workdir / "tls.pem", workdir / "tls.key"
+
+    def install(pki_cert, pki_key):
+        for source, target in ((pki_cert, cert), (pki_key, key)):
+            staged = target.with_suffix(".new")
+            staged.write_bytes(Path(source).read_bytes())
+            staged.chmod(0o600)
+            os.replace(staged, target)
+
+    install(first.server_cert, first.server_key)
+    # Only SIGHUP reloads here: no file watching.
+    server = Authd(database, "--tls-cert", str(cert), "--tls-key", str(key),
+                   "--tls-watch-interval", "off", transport=first.grpcurl_flags(False),
+                   rust_log="info")
+    try:
+        assert served_serial(server.addr) == serial_of(first.server_cert)
+        install(renewed.server_cert, renewed.server_key)
+        assert served_serial(server.addr) == serial_of(first.server_cert), "not before SIGHUP"
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded the TLS certificate" not in server.output():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        assert served_serial(server.addr) == serial_of(renewed.server_cert)
+        # A key of another certificate: refused, the renewal still served.
+        install(renewed.server_cert, first.server_key)
+        server.proc.send_signal(signal.SIGHUP)
+        while "cannot reload the TLS certificate" not in server.output():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        assert served_serial(server.addr) == serial_of(renewed.server_cert)
+        health = grpcurl("grpc.health.v1.Health/Check", {}, server.addr,
+                         transport=renewed.grpcurl_flags(False))
+        assert json.loads(health)["status"] == "SERVING"
+    finally:
+        assert server.terminate() == 0
+    log = server.output()
+    for secret in (Path(first.server_key).read_text(), Path(renewed.server_key).read_text()):
+        body = "".join(secret.strip().splitlines()[1:-1])
+        assert body[:40] not in log
