@@ -72,6 +72,12 @@ class Postgres:
         with psycopg.connect(self.url) as conn:
             return conn.execute(f"select count(*) from {table}").fetchone()[0]
 
+    def backdate(self, table, column, seconds):
+        """Moves every row's `column` `seconds` into the past."""
+        with psycopg.connect(self.url) as conn:
+            conn.execute(f"update {table} set {column} = {column} - make_interval(secs => %s)",
+                         (seconds,))
+
     @contextlib.contextmanager
     def purge_lock_held(self):
         """Holds the advisory lock a purging instance holds ("authdpur")."""
@@ -101,6 +107,11 @@ class Sqlite:
     def rows(self, table):
         with sqlite3.connect(self.file) as conn:
             return conn.execute(f"select count(*) from {table}").fetchone()[0]
+
+    def backdate(self, table, column, seconds):
+        """Moves every row's `column` `seconds` into the past."""
+        with sqlite3.connect(self.file, timeout=10) as conn:
+            conn.execute(f"update {table} set {column} = {column} - ?", (seconds,))
 
     @contextlib.contextmanager
     def purge_lock_held(self):
@@ -525,26 +536,29 @@ def test_jwt_libraries_verify_tokens_from_the_jwks_url_across_a_rotation(pb, dat
 def test_purge_empties_revocations_after_expiry(pb, database):
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "bob", "--password-stdin", stdin=PASSWORD).returncode == 0
-    # Token times are whole seconds, so a token of a 1 s lifetime may
-    # expire a few milliseconds after it is issued, before its Logout (which
-    # then has nothing to keep): with 3 s it lives at least 2 s.
-    server = Authd(database, "--access-token-ttl", "3s", "--leeway", "0s", "--purge-interval", "1s")
+    server = Authd(database, "--access-token-ttl", "60s", "--leeway", "0s", "--purge-interval", "1s")
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
             token = stub.Login(auth_pb2.LoginRequest(username="bob", password=PASSWORD)).access_token
             stub.Logout(auth_pb2.LogoutRequest(access_token=token))
             assert database.rows("revoked_tokens") == 1
-            # The rows outlive the token by the leeway (0 s here); the task
-            # purging every second removes them soon after. The session goes
-            # later in the same pass, which the shutdown below may cut short:
-            # wait for both.
+            # The rows outlive the token by the largest leeway any instance
+            # may have (5 minutes): ten minutes ago, as far as they know,
+            # the token expired. The task purging every second removes them
+            # soon after. The session goes later in the same pass, which the
+            # shutdown below may cut short: wait for both.
+            for table, column in (("revoked_tokens", "expires_at"),
+                                  ("sessions", "access_expires_at"), ("sessions", "expires_at")):
+                database.backdate(table, column, 600)
             deadline = time.monotonic() + 20
             while database.rows("revoked_tokens") + database.rows("sessions") != 0:
                 assert time.monotonic() < deadline, "the purge never removed the rows"
                 time.sleep(0.2)
+            # The token has most of its minute to live: the instance keeps
+            # its revocation in memory until then, purged rows or not.
             answer = stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
-            assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_EXPIRED
+            assert answer.reason == auth_pb2.TOKEN_INVALID_REASON_REVOKED
     finally:
         assert server.terminate() == 0
 
