@@ -454,14 +454,16 @@ impl Application {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let tls_reload = tls.clone().map(|tls| {
-            // Listened for here, before anything can send it: a SIGHUP with
-            // no handler would end the process.
-            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .inspect_err(|err| tracing::warn!(error = %err, "cannot listen for SIGHUP"))
-                .ok();
-            tokio::spawn(jobs::tls_reload::run(tls, hangup, stop_jobs.clone()))
-        });
+        // Listened for here, before anything can send it, TLS or not: a
+        // SIGHUP with no handler would end the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .inspect_err(|err| tracing::warn!(error = %err, "cannot listen for SIGHUP"))
+            .ok();
+        let tls_reload = tokio::spawn(jobs::tls_reload::run(
+            tls.clone(),
+            hangup,
+            stop_jobs.clone(),
+        ));
         let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &tls {
             None => Box::pin(router.serve_with_incoming_shutdown(incoming, begin_shutdown)),
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
@@ -482,9 +484,7 @@ impl Application {
         let _ = purge.await;
         let _ = revocation_sync.await;
         let _ = key_rotation.await;
-        if let Some(tls_reload) = tls_reload {
-            let _ = tls_reload.await;
-        }
+        let _ = tls_reload.await;
         if let Some(http_server) = http_server {
             let _ = http_server.await;
         }

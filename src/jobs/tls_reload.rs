@@ -11,8 +11,21 @@ use tokio_util::sync::CancellationToken;
 use crate::tls::ServerTls;
 
 /// Reloads `tls` on each `hangup` (SIGHUP, when it could be listened for)
-/// and whenever its files look different at a check, until `stop`.
-pub async fn run(tls: Arc<ServerTls>, mut hangup: Option<Signal>, stop: CancellationToken) {
+/// and whenever its files look different at a check, until `stop`. Without
+/// TLS, a SIGHUP (`systemctl reload`) is logged and changes nothing.
+pub async fn run(tls: Option<Arc<ServerTls>>, mut hangup: Option<Signal>, stop: CancellationToken) {
+    let Some(tls) = tls else {
+        while let Some(signal) = hangup.as_mut() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                received = signal.recv() => match received {
+                    Some(()) => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    None => break,
+                },
+            }
+        }
+        return;
+    };
     let mut checks = tls.watch_interval().map(|every| {
         let mut checks = tokio::time::interval(every);
         checks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -900,3 +900,20 @@ def test_sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bro
     for secret in (Path(first.server_key).read_text(), Path(renewed.server_key).read_text()):
         body = "".join(secret.strip().splitlines()[1:-1])
         assert body[:40] not in log
+
+
+def test_sighup_without_tls_changes_nothing(database):
+    """`systemctl reload` sends SIGHUP whatever the configuration: a
+    plaintext server logs it and keeps serving."""
+    server = Authd(database, rust_log="info")
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "no TLS certificate to reload" not in server.output():
+            assert server.proc.poll() is None, server.output()
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        health = grpcurl("grpc.health.v1.Health/Check", {}, server.addr)
+        assert json.loads(health)["status"] == "SERVING"
+    finally:
+        assert server.terminate() == 0
