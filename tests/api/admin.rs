@@ -11,7 +11,7 @@ use authd::grpc::{
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{Backend, TestApp, World, bearer, on_both_backends};
+use crate::helpers::{Backend, DbProxy, TestApp, World, bearer, on_both_backends};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -452,6 +452,47 @@ async fn users_are_listed_in_pages_of_a_stable_order(backend: Backend) {
     assert_eq!(bad_field(&negative), "page_size");
     let (capped, _) = list_page(&mut world.app, &root, 100_000, "").await.unwrap();
     assert_eq!(capped.len(), 9);
+}
+
+#[tokio::test]
+async fn without_its_database_an_admin_call_is_unavailable() {
+    let proxy = DbProxy::start().await;
+    let mut world = World::behind(&proxy).await;
+    let root = admin_token(&mut world).await;
+    let admin = &mut world.app.admin.clone();
+    admin
+        .get_user(bearer(&root, by_name("root")))
+        .await
+        .unwrap();
+
+    proxy.cut();
+    for refused in [
+        admin
+            .get_user(bearer(&root, by_name("root")))
+            .await
+            .map(drop),
+        create(admin, &root, "carol", PASSWORD, &[]).await.map(drop),
+    ] {
+        assert_eq!(refused.unwrap_err().code(), Code::Unavailable);
+    }
+    proxy.restore();
+    // Back once the revocation state has caught up (it may have gone
+    // stale meanwhile, and answers UNAVAILABLE until then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(status) = admin.get_user(bearer(&root, by_name("root"))).await {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(std::time::Instant::now() < deadline, "never back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        admin
+            .get_user(bearer(&root, by_name("carol")))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound,
+        "nothing was half made"
+    );
 }
 
 on_both_backends!(
