@@ -4,7 +4,10 @@
 //! [`startup`]: crate::startup
 //! [`auth`]: crate::auth
 
-use std::io::{IsTerminal as _, Read as _};
+use std::{
+    io::{IsTerminal as _, Read as _},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use time::format_description::well_known::Rfc3339;
@@ -12,7 +15,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::{
     auth::{Accounts, HashCost, HashingPriority, Passwords, Rotation, SigningKeys},
     config::{
-        Cli, Command, KeySetArgs, KeysCommand, PurgeArgs, ServeArgs, StorageArgs, UserCommand,
+        Cli, Command, KeySetArgs, KeysCommand, LifetimeArgs, PurgeArgs, ServeArgs, StorageArgs,
+        UserCommand,
     },
     domain::{Password, Role, UserRef, Username},
     jobs::purge::{PurgePass, purge_once},
@@ -45,7 +49,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::List(args) => {
             let store = open_store(&args.storage).await?;
-            let keys = SigningKeys::list(&store, args.lifetimes.key_retention()).await?;
+            let keys =
+                SigningKeys::list(&store, key_retention(&store, &args.lifetimes).await?).await?;
             if keys.is_empty() {
                 println!("no signing keys yet: the first is made when authd first starts");
                 return Ok(());
@@ -134,7 +139,19 @@ async fn shutdown_signal() {
 async fn open_key_set(args: &KeySetArgs) -> anyhow::Result<SigningKeys> {
     let store = open_store(&args.storage).await?;
     let files = args.key_files.files(&args.storage.data_dir);
-    SigningKeys::open(store, &files, args.lifetimes.key_retention()).await
+    let retention = key_retention(&store, &args.lifetimes).await?;
+    SigningKeys::open(store, &files, retention).await
+}
+
+/// How long a retired key still verifies, as the serving instances count
+/// it: the longest token lifetime any of them has started with (or these
+/// flags', if longer), plus the leeway.
+async fn key_retention(store: &Store, lifetimes: &LifetimeArgs) -> anyhow::Result<Duration> {
+    let longest = store
+        .deployment()
+        .await?
+        .map_or(Duration::ZERO, |record| record.max_access_token_ttl);
+    Ok(lifetimes.key_retention().max(longest + *lifetimes.leeway))
 }
 
 async fn open_store(args: &StorageArgs) -> anyhow::Result<Store> {
