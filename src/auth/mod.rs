@@ -62,6 +62,12 @@ pub enum AuthError {
     /// deliberately one case.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// A spent refresh token was used again: someone holds a copy, and its
+    /// session has just been ended. Told apart from
+    /// [`AuthError::InvalidRefreshToken`] for the client's code only; the
+    /// message is the same.
+    #[error("invalid refresh token")]
+    RefreshTokenReused,
     /// The caller's user has no session of that id.
     #[error("no such session")]
     SessionNotFound,

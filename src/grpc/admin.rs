@@ -16,6 +16,7 @@ use super::{
     },
     pb::ListSessionsResponse,
     service::{bearer_token, instant, session},
+    status::{Reason, bad_request, overloaded, refused},
 };
 use crate::{
     auth::{Access, Accounts, Authenticator, UserSession},
@@ -70,7 +71,7 @@ impl AdminApi {
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let Some(_in_flight) = self.limit.try_enter() else {
-            return Err(Status::resource_exhausted(
+            return Err(overloaded(
                 "the server is at its limit of calls in flight; retry shortly",
             ));
         };
@@ -93,21 +94,26 @@ impl AdminApi {
 
     /// The id of the caller, when its token is valid and holds the role.
     fn caller(&self, metadata: &MetadataMap) -> Result<UserId, Status> {
+        let invalid_token =
+            |message: &str| refused(Code::Unauthenticated, Reason::TokenInvalid, message);
         let token = AccessToken::parse(bearer_token(metadata)?)
-            .map_err(|err| Status::unauthenticated(err.to_string()))?;
+            .map_err(|err| invalid_token(&err.to_string()))?;
         match self
             .auth
             .authorize(Some(&token), self.admin_role.as_slice())?
         {
             Access::Granted(claims) => Ok(UserId::from(claims.sub)),
-            Access::NoToken => Err(Status::unauthenticated("no access token")),
-            Access::Invalid(reason) => Err(Status::unauthenticated(format!(
-                "the access token is {reason}"
-            ))),
-            Access::MissingRole(_) => Err(Status::permission_denied(format!(
-                "the access token lacks the role {}",
-                self.admin_role[0]
-            ))),
+            Access::NoToken => Err(refused(
+                Code::Unauthenticated,
+                Reason::TokenMissing,
+                "no access token",
+            )),
+            Access::Invalid(reason) => Err(invalid_token(&format!("the access token is {reason}"))),
+            Access::MissingRole(_) => Err(refused(
+                Code::PermissionDenied,
+                Reason::PermissionDenied,
+                &format!("the access token lacks the role {}", self.admin_role[0]),
+            )),
         }
     }
 
@@ -311,7 +317,7 @@ fn roles(raw: &[String]) -> Result<Vec<Role>, Status> {
 
 /// INVALID_ARGUMENT naming `field` in a `google.rpc.BadRequest`.
 fn invalid(field: &str, problem: &str) -> Status {
-    super::status::bad_request(field, &format!("{field} {problem}"))
+    bad_request(field, &format!("{field} {problem}"))
 }
 
 fn user(record: UserRecord) -> User {

@@ -16,6 +16,7 @@ pub use admin::{AdminApi, PageTokenKey};
 pub use client_address::TrustedProxies;
 pub use ext_authz::{EXT_AUTHZ_SERVICE_NAME, ExtAuthzApi, REQUIRED_ROLE_KEY};
 pub use service::{AuthApi, reason_name};
+pub use status::{ERROR_DOMAIN, Reason};
 
 /// Code generated from `proto/`, in modules named as the packages are, so
 /// that one package's code finds another's.

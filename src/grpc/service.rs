@@ -14,6 +14,7 @@ use super::{
         RefreshRequest, RevokeSessionRequest, RevokeSessionResponse, TokenInvalidReason,
         ValidateTokenRequest, ValidateTokenResponse,
     },
+    status::{Reason, bad_request, overloaded, refused},
 };
 use crate::{
     auth::{
@@ -50,7 +51,7 @@ impl AuthApi {
     /// Runs `call` while it holds one of the places for calls in flight.
     async fn limited<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
         let Some(_in_flight) = self.limit.try_enter() else {
-            return Err(Status::resource_exhausted(
+            return Err(overloaded(
                 "the server is at its limit of calls in flight; retry shortly",
             ));
         };
@@ -83,10 +84,10 @@ impl AuthApi {
             Ok(pb::LogoutScope::User) => LogoutScope::User,
             Ok(pb::LogoutScope::OtherSessions) => LogoutScope::OtherSessions,
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "scope {} is not a LogoutScope",
-                    request.scope
-                )));
+                return Err(bad_request(
+                    "scope",
+                    &format!("scope {} is not a LogoutScope", request.scope),
+                ));
             }
         };
         let raw = if request.access_token.is_empty() {
@@ -305,24 +306,22 @@ fn logged<T>(
 
 /// The token of an `authorization: Bearer <token>` header.
 pub(super) fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
-    let missing = || {
-        Status::unauthenticated(
-            "no access token: set access_token or the authorization: Bearer metadata",
-        )
-    };
-    let value = metadata.get("authorization").ok_or_else(missing)?;
+    let missing = |message: &str| refused(Code::Unauthenticated, Reason::TokenMissing, message);
+    let absent =
+        || missing("no access token: set access_token or the authorization: Bearer metadata");
+    let value = metadata.get("authorization").ok_or_else(absent)?;
     let value = value
         .to_str()
-        .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+        .map_err(|_| missing("the authorization metadata is not text"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(absent)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Status::unauthenticated(
+        return Err(missing(
             "the authorization metadata must use the Bearer scheme",
         ));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(missing());
+        return Err(absent());
     }
     Ok(token.to_owned())
 }

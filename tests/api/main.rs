@@ -4,6 +4,7 @@
 
 mod admin;
 mod deployment;
+mod errors;
 mod helpers;
 mod http;
 mod jwks;

@@ -355,6 +355,70 @@ def test_the_admin_api_with_grpcurl_as_the_readme_shows(database):
         assert secret not in log
 
 
+def error_details(err):
+    """(code, ErrorInfo reason, {detail type name: message}) of a failed
+    call, decoded from `grpc-status-details-bin` as a Python client does."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+    status = rpc_status.from_call(err)
+    assert status is not None, f"no status details: {err}"
+    details = {}
+    for packed in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
+                     error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                details[kind.DESCRIPTOR.name] = message
+    info = details["ErrorInfo"]
+    assert info.domain == "authd"
+    return err.code(), info.reason, details
+
+
+def test_python_clients_decode_a_reason_for_each_error_class(pb, database):
+    auth_pb2, auth_pb2_grpc = pb
+    assert cli(database, "user", "add", "gina", "--password-stdin", stdin=PASSWORD).returncode == 0
+    server = Authd(database, "--login-throttle-failures", "1", "--refresh-reuse-grace", "0s")
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+            def refused(call, *args, **kwargs):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(*args, **kwargs)
+                return error_details(caught.value)
+
+            code, reason, details = refused(stub.Login, auth_pb2.LoginRequest(username="", password="x"))
+            assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+            assert details["BadRequest"].field_violations[0].field == "username"
+            code, reason, _ = refused(stub.Login, auth_pb2.LoginRequest(username="gina", password="wrong"))
+            assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+            code, reason, details = refused(stub.Login, auth_pb2.LoginRequest(username="gina", password="wrong"))
+            assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_THROTTLED")
+            assert details["RetryInfo"].retry_delay.seconds >= 1
+            code, reason, _ = refused(stub.Logout, auth_pb2.LogoutRequest())
+            assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
+            code, reason, _ = refused(stub.Logout, auth_pb2.LogoutRequest(access_token="not.a.token"))
+            assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+            code, reason, _ = refused(stub.Refresh, auth_pb2.RefreshRequest(refresh_token="authd_rt_forged"))
+            assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID")
+
+        # gina is backing off now: reuse detection on a user of its own.
+        added = cli(database, "user", "add", "hugo", "--password-stdin", stdin=PASSWORD)
+        assert added.returncode == 0
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            login = stub.Login(auth_pb2.LoginRequest(username="hugo", password=PASSWORD))
+            stub.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token))
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token))
+            code, reason, _ = error_details(caught.value)
+            assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+            assert caught.value.details() == "invalid refresh token", "the message says no more"
+    finally:
+        assert server.terminate() == 0
+
+
 def test_sessions_refresh_rotate_and_a_reused_token_ends_the_session(pb, database):
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "frank", "--password-stdin", stdin=PASSWORD).returncode == 0

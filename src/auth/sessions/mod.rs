@@ -96,8 +96,9 @@ impl Authenticator {
     /// Exchanges a refresh token for a new access token and refresh token.
     ///
     /// # Errors
-    /// [`AuthError::InvalidRefreshToken`] for a token that is not ours, is
-    /// spent (the session is then ended) or whose session has ended;
+    /// [`AuthError::InvalidRefreshToken`] for a token that is not ours or
+    /// whose session has ended; [`AuthError::RefreshTokenReused`] for a
+    /// spent one (the session is then ended);
     /// [`AuthError::Unavailable`] when the database cannot be reached.
     pub async fn refresh(&self, token: &RefreshToken) -> Result<Grant, AuthError> {
         // A token we did not make costs no database read.
@@ -132,7 +133,7 @@ impl Authenticator {
                 tracing::warn!(user_id = %session.user_id, session_id = %session.id,
                     presented, newest = session.generation,
                     "a spent refresh token was used again: ended the session");
-                Err(AuthError::InvalidRefreshToken)
+                Err(AuthError::RefreshTokenReused)
             }
             Decision::Refused => Err(AuthError::InvalidRefreshToken),
         }
