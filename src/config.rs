@@ -22,6 +22,7 @@ use crate::{
     jobs::{key_rotation::RotationSettings, purge::PurgeSettings},
     startup::{ServeSettings, default_publish_lead},
     store::{DatabasePooler, DatabaseSettings, DatabaseUrl},
+    telemetry::LogFormat,
     tls::TlsSettings,
 };
 
@@ -384,6 +385,9 @@ pub struct ServeArgs {
     /// and Logins all but stop while ValidateToken saturates the CPU).
     #[arg(long, env = "AUTHD_HASHING_PRIORITY", default_value_t = HashingPriority::default())]
     pub hashing_priority: HashingPriority,
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(long, env = "AUTHD_LOG_FORMAT", default_value_t = LogFormat::default())]
+    pub log_format: LogFormat,
 }
 
 /// How long tokens live: what `serve` issues, and what the purge must keep
@@ -576,6 +580,15 @@ impl PurgeArgs {
 }
 
 impl Cli {
+    /// How the server logs; the other subcommands log as text.
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            None => self.serve.log_format,
+            Some(Command::Serve(args)) => args.log_format,
+            Some(_) => LogFormat::Text,
+        }
+    }
+
     /// Parses the process's arguments. Help and version print as usual; any
     /// other error prints as one line, and the exit code is returned.
     ///

@@ -17,6 +17,7 @@ use super::{
     pb::ListSessionsResponse,
     service::{bearer_token, instant, session},
     status::{Reason, bad_request, overloaded, refused},
+    trace::trace_id,
 };
 use crate::{
     auth::{Access, Accounts, Authenticator, UserSession},
@@ -81,12 +82,14 @@ impl AdminApi {
         };
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         let caller = caller.map_or_else(|| "-".to_owned(), |id| id.to_string());
+        let trace_id = trace_id(metadata);
         tracing::info!(
             method,
             caller,
             user = target,
             ?code,
             latency_us = started.elapsed().as_micros(),
+            trace_id,
             "admin rpc"
         );
         result.map(Response::new)

@@ -7,6 +7,7 @@ mod ext_authz;
 mod redact;
 mod service;
 mod status;
+mod trace;
 
 use std::sync::Arc;
 

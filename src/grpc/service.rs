@@ -15,6 +15,7 @@ use super::{
         ValidateTokenRequest, ValidateTokenResponse,
     },
     status::{Reason, bad_request, overloaded, refused},
+    trace::trace_id,
 };
 use crate::{
     auth::{
@@ -151,7 +152,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::INFO, request.metadata());
         let client = ClientInfo {
             address: self
                 .proxies
@@ -171,7 +172,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::INFO, request.metadata());
         let result = self
             .limited(AuthApi::refresh(self, request.into_inner()))
             .await;
@@ -182,7 +183,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::INFO, request.metadata());
         let result = self
             .limited(AuthApi::list_sessions(self, request.metadata()))
             .await;
@@ -193,7 +194,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::INFO, request.metadata());
         let (metadata, _, message) = request.into_parts();
         let result = self
             .limited(AuthApi::revoke_session(self, message, &metadata))
@@ -205,7 +206,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::INFO, request.metadata());
         let (metadata, _, message) = request.into_parts();
         let result = self
             .limited(AuthApi::logout(self, message, &metadata))
@@ -217,16 +218,16 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::DEBUG, request.metadata());
         let result = self.limited(self.validate(request.into_inner())).await;
         logged("ValidateToken", Level::DEBUG, started, result)
     }
 
     async fn get_jwks(
         &self,
-        _request: Request<GetJwksRequest>,
+        request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
-        let started = Instant::now();
+        let started = call_began(Level::DEBUG, request.metadata());
         let keys = self.auth.published_keys().into_iter().map(json_web_key);
         let result = self
             .limited(async {
@@ -291,17 +292,30 @@ fn json_web_key(key: PublicJwk) -> JsonWebKey {
 fn logged<T>(
     method: &'static str,
     level: Level,
-    started: Instant,
+    (started, trace_id): (Instant, Option<String>),
     result: Result<T, Status>,
 ) -> Result<Response<T>, Status> {
     let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
     let latency_us = started.elapsed().as_micros();
+    let trace_id = trace_id.as_deref();
     if level == Level::DEBUG {
-        tracing::debug!(method, ?code, latency_us, "rpc");
+        tracing::debug!(method, ?code, latency_us, trace_id, "rpc");
     } else {
-        tracing::info!(method, ?code, latency_us, "rpc");
+        tracing::info!(method, ?code, latency_us, trace_id, "rpc");
     }
     result.map(Response::new)
+}
+
+/// When the call began, and the trace it belongs to when its line will be
+/// logged at `level` (ValidateToken's, at `debug`, usually is not: then
+/// its metadata is not read).
+pub(super) fn call_began(level: Level, metadata: &MetadataMap) -> (Instant, Option<String>) {
+    let logged = if level == Level::DEBUG {
+        tracing::enabled!(Level::DEBUG)
+    } else {
+        tracing::enabled!(Level::INFO)
+    };
+    (Instant::now(), logged.then(|| trace_id(metadata)).flatten())
 }
 
 /// The token of an `authorization: Bearer <token>` header.

@@ -981,3 +981,38 @@ def test_sighup_without_tls_changes_nothing(database):
         assert json.loads(health)["status"] == "SERVING"
     finally:
         assert server.terminate() == 0
+
+
+def test_json_logs_parse_line_by_line_and_join_the_callers_trace(pb, database):
+    auth_pb2, auth_pb2_grpc = pb
+    assert cli(database, "user", "add", "ivy", "--password-stdin", stdin=PASSWORD).returncode == 0
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = [("traceparent", f"00-{trace}-00f067aa0ba902b7-01")]
+    server = Authd(database, "--log-format", "json")
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            login = stub.Login(auth_pb2.LoginRequest(username="ivy", password=PASSWORD),
+                               metadata=traceparent)
+            stub.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=login.access_token),
+                               metadata=traceparent)
+            refreshed = stub.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token))
+            stub.Logout(auth_pb2.LogoutRequest(access_token=refreshed.access_token))
+    finally:
+        assert server.terminate() == 0
+    lines = server.output().splitlines()
+    assert len(lines) > 10
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        assert {"timestamp", "level", "target", "message"} <= set(record), record
+    calls = {r["method"]: r for r in records if r["message"] == "rpc"}
+    for method in ("Login", "ValidateToken", "Refresh", "Logout"):
+        assert calls[method]["code"] == "Ok" and calls[method]["latency_us"] >= 0, calls[method]
+    assert calls["Login"]["trace_id"] == trace and calls["ValidateToken"]["trace_id"] == trace
+    assert "trace_id" not in calls["Refresh"], "no traceparent, no trace id"
+    assert calls["ValidateToken"]["level"] == "DEBUG" and calls["Login"]["level"] == "INFO"
+    log = "\n".join(lines)
+    kek_file, = database.workdir.rglob("key-encryption-key")
+    for secret in (PASSWORD, login.access_token, login.refresh_token, refreshed.refresh_token,
+                   login.access_token.split(".")[2], kek_file.read_text().strip()):
+        assert secret not in log
