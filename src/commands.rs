@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use time::format_description::well_known::Rfc3339;
 
 use crate::{
-    auth::{Accounts, HashCost, HashingPriority, Passwords, Rotation, SigningKeys},
+    auth::{Accounts, HashCost, HashingPriority, Passwords, Rotation, SigningKeys, deployment},
     config::{
         Cli, Command, KeySetArgs, KeysCommand, LifetimeArgs, PurgeArgs, ServeArgs, StorageArgs,
         UserCommand,
@@ -147,11 +147,11 @@ async fn open_key_set(args: &KeySetArgs) -> anyhow::Result<SigningKeys> {
 /// it: the longest token lifetime any of them has started with (or these
 /// flags', if longer), plus the leeway.
 async fn key_retention(store: &Store, lifetimes: &LifetimeArgs) -> anyhow::Result<Duration> {
-    let longest = store
-        .deployment()
-        .await?
-        .map_or(Duration::ZERO, |record| record.max_access_token_ttl);
-    Ok(lifetimes.key_retention().max(longest + *lifetimes.leeway))
+    Ok(deployment::key_retention(
+        store.deployment().await?.as_ref(),
+        *lifetimes.access_token_ttl,
+        *lifetimes.leeway,
+    ))
 }
 
 async fn open_store(args: &StorageArgs) -> anyhow::Result<Store> {

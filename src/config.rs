@@ -729,14 +729,6 @@ impl ServeArgs {
     }
 }
 
-impl LifetimeArgs {
-    /// How long a retired key stays published: the longest a token lives,
-    /// plus the leeway.
-    pub fn key_retention(&self) -> Duration {
-        *self.access_token_ttl + *self.leeway
-    }
-}
-
 /// `postgres://user:secret@host/db` as `postgres://user:PASSWORD@host/db`.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -224,7 +224,11 @@ impl Application {
         let deployment = deployment::join(&store, &settings.tokens).await?;
         // A retired key verifies as long as a token any instance signed with
         // it can be current.
-        let retention = deployment::key_retention(&deployment, &settings.tokens);
+        let retention = deployment::key_retention(
+            Some(&deployment),
+            settings.tokens.ttl,
+            settings.tokens.leeway,
+        );
         let signing_keys =
             Arc::new(SigningKeys::open(store.clone(), &settings.keys, retention).await?);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);

@@ -50,17 +50,20 @@ pub async fn join(store: &Store, tokens: &TokenSettings) -> anyhow::Result<Deplo
 /// the longest lifetime any instance has issued tokens with, plus the most
 /// leeway any may forgive.
 pub fn token_retention(record: Option<&DeploymentRecord>, tokens: &TokenSettings) -> Duration {
-    longest_ttl(record, tokens) + TokenSettings::MAX_LEEWAY
+    longest_ttl(record, tokens.ttl) + TokenSettings::MAX_LEEWAY
 }
 
-/// How long this instance still accepts a token after its key retired: the
-/// longest lifetime any instance issues tokens with, plus its own leeway.
-pub fn key_retention(record: &DeploymentRecord, tokens: &TokenSettings) -> Duration {
-    longest_ttl(Some(record), tokens) + tokens.leeway
+/// How long an instance issuing tokens of lifetime `ttl` and forgiving
+/// `leeway` still accepts a token after its key retired: the longest
+/// lifetime any instance issues tokens with, plus its own leeway.
+pub fn key_retention(
+    record: Option<&DeploymentRecord>,
+    ttl: Duration,
+    leeway: Duration,
+) -> Duration {
+    longest_ttl(record, ttl) + leeway
 }
 
-fn longest_ttl(record: Option<&DeploymentRecord>, tokens: &TokenSettings) -> Duration {
-    record.map_or(tokens.ttl, |record| {
-        record.max_access_token_ttl.max(tokens.ttl)
-    })
+fn longest_ttl(record: Option<&DeploymentRecord>, ttl: Duration) -> Duration {
+    record.map_or(ttl, |record| record.max_access_token_ttl.max(ttl))
 }

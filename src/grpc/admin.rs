@@ -16,7 +16,7 @@ use super::{
     },
     pb::ListSessionsResponse,
     service::{bearer_token, instant, session},
-    status::{Reason, bad_request, overloaded, refused},
+    status::{Reason, bad_request, refused},
     trace::trace_id,
 };
 use crate::{
@@ -71,11 +71,7 @@ impl AdminApi {
         call: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let Some(_in_flight) = self.limit.try_enter() else {
-            return Err(overloaded(
-                "the server is at its limit of calls in flight; retry shortly",
-            ));
-        };
+        let _in_flight = self.limit.enter()?;
         let (caller, result) = match self.caller(metadata) {
             Ok(caller) => (Some(caller), call.await),
             Err(refused) => (None, Err(refused)),

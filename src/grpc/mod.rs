@@ -69,6 +69,14 @@ impl CallLimit {
     fn try_enter(&self) -> Option<SemaphorePermit<'_>> {
         self.0.try_acquire().ok()
     }
+
+    /// A place for one gRPC call, or the RESOURCE_EXHAUSTED it is refused
+    /// with when there is none.
+    fn enter(&self) -> Result<SemaphorePermit<'_>, tonic::Status> {
+        self.try_enter().ok_or_else(|| {
+            status::overloaded("the server is at its limit of calls in flight; retry shortly")
+        })
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::{
         RefreshRequest, RevokeSessionRequest, RevokeSessionResponse, TokenInvalidReason,
         ValidateTokenRequest, ValidateTokenResponse,
     },
-    status::{Reason, bad_request, overloaded, refused},
+    status::{Reason, bad_request, refused},
     trace::trace_id,
 };
 use crate::{
@@ -51,11 +51,7 @@ impl AuthApi {
 
     /// Runs `call` while it holds one of the places for calls in flight.
     async fn limited<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        let Some(_in_flight) = self.limit.try_enter() else {
-            return Err(overloaded(
-                "the server is at its limit of calls in flight; retry shortly",
-            ));
-        };
+        let _in_flight = self.limit.enter()?;
         call.await
     }
 
