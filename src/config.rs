@@ -260,8 +260,9 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHD_KEY_ROTATION_INTERVAL", default_value = "90d",
           value_parser = interval_or_off)]
     pub key_rotation_interval: OrOff<humantime::Duration>,
-    /// Address of the HTTP listener (JWKS, server metadata, /healthz,
-    /// /readyz); HTTPS with --tls-cert. `off` to disable.
+    /// Address of the HTTP listener (JWKS, server metadata, forward-auth,
+    /// /healthz, /readyz, /metrics); HTTPS with --tls-cert. `off` to
+    /// disable.
     #[arg(long, env = "AUTHD_HTTP_LISTEN",
           default_value_t = OrOff(HttpSettings::default().listen))]
     pub http_listen: OrOff<SocketAddr>,
@@ -385,6 +386,11 @@ pub struct ServeArgs {
     /// and Logins all but stop while ValidateToken saturates the CPU).
     #[arg(long, env = "AUTHD_HASHING_PRIORITY", default_value_t = HashingPriority::default())]
     pub hashing_priority: HashingPriority,
+    /// Prometheus metrics at /metrics on the HTTP listener, and the
+    /// counting behind them: `on` or `off`.
+    #[arg(long, env = "AUTHD_METRICS", default_value = "on", value_parser = on_or_off,
+          action = clap::ArgAction::Set)]
+    pub metrics: bool,
     /// How log lines are written: `text`, or `json` (one object per line).
     #[arg(long, env = "AUTHD_LOG_FORMAT", default_value_t = LogFormat::default())]
     pub log_format: LogFormat,
@@ -704,6 +710,7 @@ impl ServeArgs {
                     client_ca: self.tls_client_ca.clone(),
                     watch_interval: self.tls_watch_interval.0.map(Into::into),
                 }),
+            metrics: self.metrics,
             shutdown_delay: *self.shutdown_delay,
             shutdown_grace_period: *self.shutdown_grace_period,
             request_timeout: *self.request_timeout,
@@ -790,6 +797,14 @@ fn reuse_grace(raw: &str) -> Result<humantime::Duration, String> {
 }
 
 /// An interval of at least a second, or `off`.
+fn on_or_off(raw: &str) -> Result<bool, String> {
+    match raw {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be on or off".to_owned()),
+    }
+}
+
 fn interval_or_off(raw: &str) -> Result<OrOff<humantime::Duration>, String> {
     let parsed: OrOff<humantime::Duration> = raw.parse()?;
     match parsed.0 {
@@ -886,6 +901,23 @@ mod tests {
         );
         assert_eq!(by_purge.failed_login_memory, Duration::from_secs(4 * 3600));
         assert_eq!(by_purge.failed_login_memory, by_serve.failed_login_memory);
+    }
+
+    #[test]
+    fn metrics_are_on_unless_turned_off() {
+        let metrics = |args: &[&str]| {
+            Cli::try_parse_from(["authd"].iter().chain(args))
+                .map(|cli| cli.serve.settings().metrics)
+                .map_err(|err| err.to_string())
+        };
+        assert_eq!(metrics(&[]), Ok(true));
+        assert_eq!(metrics(&["--metrics", "off"]), Ok(false));
+        assert_eq!(metrics(&["--metrics", "on"]), Ok(true));
+        assert!(
+            metrics(&["--metrics", "no"])
+                .unwrap_err()
+                .contains("must be on or off")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   back, maps errors to statuses, logs one line per call; serves the
 //!   admin service and Envoy's ext_authz beside our service.
 //! - [`http`]: the HTTP face: the JWKS, the server metadata, forward-auth
-//!   for nginx, Traefik and Caddy, and the probes.
+//!   for nginx, Traefik and Caddy, the probes and the metrics.
 //! - [`proxy`]: what a proxy asking about a request is told, in HTTP
 //!   terms, shared by ext_authz and forward-auth.
 //! - [`domain`]: values parsed at the edge (`Username`, `Password`,
@@ -23,7 +23,7 @@
 //!   shutdown future resolves; [`tls`]: its certificate and key, reloaded
 //!   in place.
 //! - [`config`] and [`commands`]: the command line and what each
-//!   subcommand does; [`telemetry`]: logging.
+//!   subcommand does; [`telemetry`]: logging and the Prometheus metrics.
 
 pub mod auth;
 pub mod commands;

@@ -21,8 +21,8 @@ use crate::{
     },
     domain::Role,
     grpc::{
-        self, AdminApi, AuthApi, CallLimit, ExtAuthzApi, PageTokenKey, TrustedProxies,
-        admin_pb::admin_service_server::AdminServiceServer,
+        self, AdminApi, AuthApi, CallLimit, ExtAuthzApi, MetricsLayer, PageTokenKey,
+        TrustedProxies, admin_pb::admin_service_server::AdminServiceServer,
         pb::auth_service_server::AuthServiceServer,
     },
     http::{HttpServer, HttpSettings, Metadata},
@@ -31,6 +31,7 @@ use crate::{
         revocation_sync::SyncSettings,
     },
     store::{DatabaseSettings, FeedCursor, Storage as _, Store},
+    telemetry::metrics::{LiveState, Meter, Metrics},
     tls::{ServerTls, TlsSettings},
 };
 
@@ -112,6 +113,8 @@ pub struct ServeSettings {
     pub max_calls_in_flight: usize,
     /// TLS (and mutual TLS); plaintext when `None`.
     pub tls: Option<TlsSettings>,
+    /// Whether Prometheus metrics are counted and served.
+    pub metrics: bool,
 }
 
 impl ServeSettings {
@@ -170,6 +173,7 @@ impl ServeSettings {
             password_policy: PasswordPolicy::default(),
             max_calls_in_flight: Self::DEFAULT_MAX_CALLS_IN_FLIGHT,
             tls: None,
+            metrics: true,
         }
     }
 }
@@ -196,6 +200,8 @@ pub struct Application {
     cursor: FeedCursor,
     /// The TLS configuration read from the settings' files.
     tls: Option<Arc<ServerTls>>,
+    /// `None` when metrics are off.
+    metrics: Option<Metrics>,
     settings: ServeSettings,
 }
 
@@ -231,8 +237,15 @@ impl Application {
         );
         let signing_keys =
             Arc::new(SigningKeys::open(store.clone(), &settings.keys, retention).await?);
+        let metrics = settings
+            .metrics
+            .then(|| Metrics::new(&grpc::served_methods()?).map_err(anyhow::Error::from))
+            .transpose()
+            .context("cannot set up the metrics")?;
+        let meter = metrics.as_ref().map_or_else(Meter::off, Metrics::meter);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let passwords = Passwords::new(settings.password_cost, cores, settings.hashing_priority)?;
+        let passwords = Passwords::new(settings.password_cost, cores, settings.hashing_priority)?
+            .metered(meter.clone());
         tracing::info!(
             threads = cores,
             priority = settings.hashing_priority.as_str(),
@@ -266,14 +279,24 @@ impl Application {
             RefreshTokens::new(signing_keys.refresh_token_key(), settings.sessions.clone());
         let accounts = Accounts::new(store.clone(), passwords.clone(), settings.password_policy)
             .applying_to(revocations.clone());
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            (tokens, refresh_tokens),
-            verified,
-            passwords,
-            throttle,
-            revocations.clone(),
-        ));
+        if let Some(metrics) = &metrics {
+            metrics.watch(LiveState {
+                revocations: revocations.clone(),
+                passwords: passwords.clone(),
+                keys: signing_keys.clone(),
+            })?;
+        }
+        let auth = Arc::new(
+            Authenticator::new(
+                store.clone(),
+                (tokens, refresh_tokens),
+                verified,
+                passwords,
+                throttle,
+                revocations.clone(),
+            )
+            .metered(meter),
+        );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -291,6 +314,7 @@ impl Application {
             revocations,
             cursor,
             tls,
+            metrics,
             settings,
         })
     }
@@ -347,8 +371,10 @@ impl Application {
             revocations,
             cursor,
             tls,
+            metrics,
             settings,
         } = self;
+        let meter = metrics.as_ref().map_or_else(Meter::off, Metrics::meter);
         let pages = PageTokenKey::new(signing_keys.page_token_key());
         let addr = listener.local_addr()?;
 
@@ -360,6 +386,7 @@ impl Application {
         let purge = tokio::spawn(jobs::purge::run(
             store.clone(),
             settings.purge,
+            meter.clone(),
             stop_jobs.clone(),
         ));
         let revocation_sync = tokio::spawn(jobs::revocation_sync::run(
@@ -368,6 +395,7 @@ impl Application {
             signing_keys.clone(),
             cursor,
             settings.revocation_sync,
+            meter,
             stop_jobs.clone(),
         ));
         let key_rotation = tokio::spawn(jobs::key_rotation::run(
@@ -414,6 +442,7 @@ impl Application {
                 Metadata {
                     issuer: settings.tokens.issuer.clone(),
                 },
+                metrics.clone(),
                 draining.clone(),
                 settings.shutdown_grace_period,
             ))
@@ -449,6 +478,7 @@ impl Application {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .timeout(settings.request_timeout)
+            .layer(MetricsLayer::new(metrics.as_ref().map(Metrics::grpc)))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

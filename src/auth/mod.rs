@@ -44,6 +44,7 @@ use crate::{
     store::{
         Revocation, SessionRecord, SessionSelection, Storage as _, Store, StoreError, UserRecord,
     },
+    telemetry::metrics::Meter,
 };
 
 /// The longest a Login waits for the user's cut-off second to pass.
@@ -187,6 +188,7 @@ pub struct Authenticator {
     passwords: Passwords,
     throttle: LoginThrottle,
     revocations: Arc<RevocationState>,
+    meter: Meter,
 }
 
 impl Authenticator {
@@ -210,7 +212,14 @@ impl Authenticator {
             passwords,
             throttle,
             revocations,
+            meter: Meter::off(),
         }
+    }
+
+    /// The same use cases, counting their outcomes with `meter`.
+    #[must_use]
+    pub fn metered(self, meter: Meter) -> Self {
+        Self { meter, ..self }
     }
 
     /// Checks a user's password and starts a session, unless failed Logins
@@ -228,6 +237,17 @@ impl Authenticator {
     /// [`AuthError::Unavailable`] when the database cannot be reached.
     #[tracing::instrument(skip_all, fields(username = %username))]
     pub async fn login(
+        &self,
+        username: &Username,
+        password: &Password,
+        client: &ClientInfo,
+    ) -> Result<Grant, AuthError> {
+        let outcome = self.attempt_login(username, password, client).await;
+        self.meter.logged_in(&outcome);
+        outcome
+    }
+
+    async fn attempt_login(
         &self,
         username: &Username,
         password: &Password,
@@ -354,6 +374,12 @@ impl Authenticator {
     /// to trust: the token is then neither valid nor invalid, and must not
     /// be trusted.
     pub fn validate(&self, token: &AccessToken) -> Result<Validity, AuthError> {
+        let outcome = self.validity(token);
+        self.meter.validated(&outcome);
+        outcome
+    }
+
+    fn validity(&self, token: &AccessToken) -> Result<Validity, AuthError> {
         let claims = match self.verify(token) {
             Ok(claims) => claims,
             Err(reason) => return Ok(Validity::Invalid(reason)),

@@ -207,14 +207,21 @@ impl RevocationState {
     }
 
     fn is_fresh_at(&self, now: Instant) -> bool {
-        let synced = self.synced_at.load(Ordering::Acquire);
-        if synced == 0 {
-            return false;
+        self.synced_at.load(Ordering::Acquire) != 0 && self.age_at(now) <= self.max_staleness
+    }
+
+    /// How long ago the state last matched the store (since it was made,
+    /// when it never has): what an operator alerts on.
+    pub fn age(&self) -> Duration {
+        self.age_at(Instant::now())
+    }
+
+    fn age_at(&self, now: Instant) -> Duration {
+        let lived = now.saturating_duration_since(self.epoch);
+        match self.synced_at.load(Ordering::Acquire) {
+            0 => lived,
+            synced => lived.saturating_sub(Duration::from_micros(synced)),
         }
-        let age = now
-            .saturating_duration_since(self.epoch)
-            .saturating_sub(Duration::from_micros(synced));
-        age <= self.max_staleness
     }
 
     /// Forgets the logged-out tokens and ended sessions whose `expires_at`,

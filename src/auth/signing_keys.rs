@@ -13,9 +13,9 @@ use secrecy::ExposeSecret as _;
 use time::OffsetDateTime;
 
 use super::keys::{
-    KeyEncryptionKey, KeyInfo, KeyRing, PublicKey, RevokeRefusal, RingKey, Rotation, SigningKey,
-    apply_edits, explain_open_failure, in_activation_order, is_rotation_due, missing_file,
-    plan_bootstrap, plan_revoke, plan_rotation,
+    KeyEncryptionKey, KeyInfo, KeyRing, KeyState, PublicKey, RevokeRefusal, RingKey, Rotation,
+    SigningKey, apply_edits, explain_open_failure, in_activation_order, is_rotation_due,
+    missing_file, plan_bootstrap, plan_revoke, plan_rotation,
 };
 use super::sessions::RefreshTokenKey;
 use crate::store::{Storage as _, Store, StoreError, StoredKey};
@@ -166,6 +166,17 @@ impl SigningKeys {
     /// key-encryption key as the refresh-token key is.
     pub fn page_token_key(&self) -> aws_lc_rs::hmac::Key {
         self.kek.page_token_key()
+    }
+
+    /// The state of each key now, of those the ring was last built from.
+    pub fn states(&self) -> Vec<KeyState> {
+        let now = OffsetDateTime::now_utc();
+        let retention = self.ring.retention();
+        self.lock_installed()
+            .rows
+            .iter()
+            .map(|row| KeyState::of(row, now, retention))
+            .collect()
     }
 
     /// Reads the keys again and installs them when they changed. A key that

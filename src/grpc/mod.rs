@@ -4,6 +4,7 @@
 mod admin;
 mod client_address;
 mod ext_authz;
+mod metrics;
 mod redact;
 mod service;
 mod status;
@@ -13,9 +14,12 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::telemetry::metrics::GrpcMethod;
+
 pub use admin::{AdminApi, PageTokenKey};
 pub use client_address::TrustedProxies;
 pub use ext_authz::{EXT_AUTHZ_SERVICE_NAME, ExtAuthzApi, REQUIRED_ROLE_KEY};
+pub use metrics::MetricsLayer;
 pub use service::{AuthApi, reason_name};
 pub use status::{ERROR_DOMAIN, Reason};
 
@@ -52,6 +56,31 @@ pub const SERVICE_NAME: &str = "auth.v1.AuthService";
 
 /// The fully qualified name of the admin service.
 pub const ADMIN_SERVICE_NAME: &str = "auth.admin.v1.AdminService";
+
+/// Every method of the services authd serves (its own, ext_authz, health
+/// and reflection), as the gRPC server metrics label them.
+///
+/// # Errors
+/// When a descriptor set does not decode, a bug.
+pub fn served_methods() -> Result<Vec<GrpcMethod>, prost::DecodeError> {
+    const SERVED: [&str; 6] = [
+        SERVICE_NAME,
+        ADMIN_SERVICE_NAME,
+        EXT_AUTHZ_SERVICE_NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let mut methods = GrpcMethod::all_in(&[
+        FILE_DESCRIPTOR_SET,
+        EXT_AUTHZ_FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
+    methods.retain(|method| SERVED.contains(&method.service.as_str()));
+    Ok(methods)
+}
 
 /// The calls in flight that the services answering clients may hold at
 /// once, shared by all of them; beyond it calls are refused at once
@@ -102,6 +131,22 @@ mod tests {
             format!("{}.{}", admin.package(), admin.service[0].name()),
             ADMIN_SERVICE_NAME
         );
+    }
+
+    #[test]
+    fn every_service_served_has_its_methods_counted() {
+        let methods = served_methods().unwrap();
+        let count = |service: &str| methods.iter().filter(|m| m.service == service).count();
+        assert!(count(SERVICE_NAME) >= 7);
+        assert!(count(ADMIN_SERVICE_NAME) >= 6);
+        assert_eq!(count(EXT_AUTHZ_SERVICE_NAME), 1);
+        assert_eq!(count("grpc.health.v1.Health"), 2);
+        assert_eq!(count("grpc.reflection.v1.ServerReflection"), 1);
+        assert_eq!(count("grpc.reflection.v1alpha.ServerReflection"), 1);
+        let kind = |name: &str| methods.iter().find(|m| m.method == name).unwrap().kind;
+        assert_eq!(kind("ValidateToken"), "unary");
+        assert_eq!(kind("Watch"), "server_stream");
+        assert_eq!(kind("ServerReflectionInfo"), "bidi_stream");
     }
 
     #[test]

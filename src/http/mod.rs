@@ -1,7 +1,7 @@
 //! The HTTP face, for the tools that do not speak gRPC: the JWKS and the
 //! server metadata for JWT libraries and gateways, forward-auth for
-//! proxies, and the liveness and readiness probes for load balancers.
-//! Plaintext, or HTTPS with the gRPC listener's certificate.
+//! proxies, the liveness and readiness probes for load balancers, and the
+//! metrics for Prometheus. Plaintext, or HTTPS with the gRPC listener's certificate.
 
 mod routes;
 
@@ -17,9 +17,9 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use routes::{FORWARD_AUTH_PATH, JWKS_PATH, METADATA_PATH, Metadata};
+pub use routes::{FORWARD_AUTH_PATH, JWKS_PATH, METADATA_PATH, METRICS_PATH, Metadata};
 
-use crate::{auth::Authenticator, jobs::database_health::Readiness};
+use crate::{auth::Authenticator, jobs::database_health::Readiness, telemetry::metrics::Metrics};
 
 /// The largest block of request headers read; a request with more gets
 /// 431 (HTTP/1.1) or a stream reset (HTTP/2).
@@ -106,13 +106,14 @@ impl HttpServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` is cancelled, then lets requests in flight
-    /// finish for up to `grace`.
+    /// Serves (`/metrics` too, given `metrics`) until `stop` is cancelled,
+    /// then lets requests in flight finish for up to `grace`.
     pub async fn serve(
         self,
         auth: Arc<Authenticator>,
         readiness: Readiness,
         metadata: Metadata,
+        metrics: Option<Metrics>,
         stop: CancellationToken,
         grace: Duration,
     ) {
@@ -121,6 +122,7 @@ impl HttpServer {
             readiness,
             metadata: Arc::new(metadata.with_base(&self.public_url)),
             jwks_max_age: self.jwks_max_age,
+            metrics,
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

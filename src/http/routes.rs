@@ -22,6 +22,7 @@ use crate::{
     grpc::SERVICE_NAME,
     jobs::database_health::Readiness,
     proxy::{self, Credentials, Verdict},
+    telemetry::{self, metrics::Metrics},
 };
 
 /// Where the JWKS is served.
@@ -31,6 +32,8 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 /// Where proxies ask whether a request may pass (nginx `auth_request`,
 /// Traefik ForwardAuth, Caddy `forward_auth`).
 pub const FORWARD_AUTH_PATH: &str = "/auth/verify";
+/// Where Prometheus scrapes the metrics, when they are on.
+pub const METRICS_PATH: &str = "/metrics";
 /// The query parameter naming a role the route requires; it may repeat.
 const REQUIRED_ROLE_PARAMETER: &str = "role";
 
@@ -42,6 +45,8 @@ pub(super) struct HttpState {
     /// The metadata document, made once.
     pub(super) metadata: Arc<Vec<u8>>,
     pub(super) jwks_max_age: Duration,
+    /// `None`: metrics are off, and `/metrics` is not found.
+    pub(super) metrics: Option<Metrics>,
 }
 
 /// The server metadata's facts that do not depend on where it is served.
@@ -112,7 +117,11 @@ impl From<PublicJwk> for Jwk {
 }
 
 pub(super) fn router(state: HttpState) -> Router {
-    Router::new()
+    let router = match state.metrics {
+        Some(_) => Router::new().route(METRICS_PATH, get(metrics)),
+        None => Router::new(),
+    };
+    router
         .route(JWKS_PATH, get(jwks))
         .route(METADATA_PATH, get(metadata))
         .route(FORWARD_AUTH_PATH, any(forward_auth))
@@ -194,6 +203,31 @@ fn verdict_response(verdict: Verdict) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     (verdict.status, headers, verdict.body).into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return not_found().await;
+    };
+    let mut headers = HeaderMap::new();
+    insert(&mut headers, header::CACHE_CONTROL, "no-store");
+    match metrics.render() {
+        Ok(body) => {
+            insert(
+                &mut headers,
+                header::CONTENT_TYPE,
+                telemetry::metrics::CONTENT_TYPE,
+            );
+            (StatusCode::OK, headers, body).into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot write the metrics");
+            probe(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot write the metrics\n",
+            )
+        }
+    }
 }
 
 async fn healthz() -> Response {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{ThrottleSettings, TokenSettings, deployment::token_retention},
     store::{PurgeOutcome, Storage as _, Store, StoreError},
+    telemetry::metrics::{Meter, PurgedRows},
 };
 
 /// How often and in what batches to purge, and how long to keep what the
@@ -140,7 +141,7 @@ pub async fn purge_as_of(
 /// Purges every `settings.interval` until `stop` is cancelled. A failed
 /// pass is logged and retried at the next tick; a pass in progress when
 /// `stop` fires is abandoned (what it deleted stays deleted).
-pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken) {
+pub async fn run(store: Store, settings: PurgeSettings, meter: Meter, stop: CancellationToken) {
     let first = tokio::time::Instant::now() + settings.interval;
     let mut ticks = tokio::time::interval_at(first, settings.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -153,6 +154,15 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
             () = stop.cancelled() => break,
             outcome = purge_once(&store, &settings) => outcome,
         };
+        if let Ok(PurgePass::Done(report)) = &outcome {
+            meter.purged(PurgedRows([
+                report.revocations,
+                report.deleted_users,
+                report.failed_logins,
+                report.signing_keys,
+                report.sessions,
+            ]));
+        }
         match outcome {
             Ok(PurgePass::Done(report)) if report == PurgeReport::default() => {
                 tracing::debug!("purge: nothing to delete");
@@ -162,6 +172,7 @@ pub async fn run(store: Store, settings: PurgeSettings, stop: CancellationToken)
                 deleted_users = report.deleted_users,
                 failed_logins = report.failed_logins,
                 signing_keys = report.signing_keys,
+                sessions = report.sessions,
                 "purged"
             ),
             Ok(PurgePass::Busy) => {

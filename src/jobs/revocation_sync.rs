@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{RevocationState, SigningKeys},
-    store::{FeedCursor, Storage as _, Store},
+    store::{FeedCursor, Notice, Storage as _, Store},
+    telemetry::metrics::Meter,
 };
 
 /// How the state is kept current.
@@ -46,6 +47,7 @@ pub async fn run(
     keys: Arc<SigningKeys>,
     mut cursor: FeedCursor,
     settings: SyncSettings,
+    meter: Meter,
     stop: CancellationToken,
 ) {
     let missed = Arc::new(Notify::new());
@@ -53,6 +55,7 @@ pub async fn run(
         store.clone(),
         state.clone(),
         missed.clone(),
+        meter,
         stop.clone(),
     ));
     let period = if store.polls_for_revocations() {
@@ -110,21 +113,30 @@ pub async fn run(
 }
 
 /// Applies notifications as they arrive; signals `missed` whenever some may
-/// have been lost. Returns at once where the store has none.
+/// have been lost. Returns at once where the store has none. A connection
+/// lost is made again here, and counted, rather than inside the driver.
 async fn listen(
     store: Store,
     state: Arc<RevocationState>,
     missed: Arc<Notify>,
+    meter: Meter,
     stop: CancellationToken,
 ) {
+    let mut listened = false;
     loop {
         let listener = tokio::select! {
             () = stop.cancelled() => return,
             listener = store.listen() => listener,
         };
+        let mut pause = Duration::from_secs(1);
         match listener {
             Ok(None) => return,
             Ok(Some(mut listener)) => {
+                if listened {
+                    meter.listener_reconnected();
+                    tracing::info!("listening for revocation notifications again");
+                }
+                listened = true;
                 // Whatever committed before we listened comes by catch-up.
                 missed.notify_one();
                 loop {
@@ -133,8 +145,13 @@ async fn listen(
                         next = listener.next() => next,
                     };
                     match next {
-                        Ok(Some(revocation)) => state.apply(revocation),
-                        Ok(None) => missed.notify_one(),
+                        Ok(Notice::Revoked(revocation)) => state.apply(revocation),
+                        Ok(Notice::CatchUp) => missed.notify_one(),
+                        Ok(Notice::Lost) => {
+                            tracing::warn!("lost the revocation notifications; reconnecting");
+                            pause = Duration::ZERO;
+                            break;
+                        }
                         Err(err) => {
                             tracing::warn!(error = %err, "lost the revocation notifications; reconnecting");
                             break;
@@ -148,7 +165,7 @@ async fn listen(
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

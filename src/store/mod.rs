@@ -203,16 +203,26 @@ impl FeedCursor {
 pub struct RevocationNotifications(postgres::Listener);
 
 impl RevocationNotifications {
-    /// Waits for the next revocation announced. `Ok(None)` when the caller
-    /// must catch up: notifications may have been missed (the connection
-    /// dropped and was made again, or a payload did not parse), or the
-    /// signing keys changed.
+    /// Waits for the next notice.
     ///
     /// # Errors
     /// [`StoreError`] when the connection cannot be made again.
-    pub async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
+    pub async fn next(&mut self) -> Result<Notice, StoreError> {
         self.0.next().await
     }
+}
+
+/// What [`RevocationNotifications::next`] heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A revocation, as it committed.
+    Revoked(Revocation),
+    /// The caller must catch up: the signing keys changed, or a payload
+    /// did not parse.
+    CatchUp,
+    /// The connection dropped, and is made again at the next call: what
+    /// committed meanwhile was missed, so the caller must catch up too.
+    Lost,
 }
 
 /// The database, behind a connection pool. Cheap to clone.

@@ -11,6 +11,7 @@ mod jwks;
 mod keys;
 mod login;
 mod logout;
+mod metrics;
 mod operations;
 mod passwords;
 mod pooler;

@@ -6,6 +6,7 @@ back on its own, and keep every Logout it acknowledged."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,9 +145,20 @@ def assert_fails_closed(stub, auth_pb2, revoked, live):
     wait_until(live_refused, 10, "ValidateToken still vouches for tokens without its database")
 
 
-def outage(pb, database, cut, restore):
+def metric(server, name):
+    """The value of the unlabelled metric `name` in a scrape of /metrics."""
+    status, _, body = server.get("/metrics")
+    assert status == 200, body
+    found = re.search(rf"^{name} (\S+)$", body.decode(), re.M)
+    assert found, f"/metrics has no {name}"
+    return float(found.group(1))
+
+
+def outage(pb, database, cut, restore, reconnects=False):
     """Cuts the database off with `cut`, checks how authd answers, restores
-    it with `restore`, and checks that authd comes back by itself."""
+    it with `restore`, and checks that authd comes back by itself (and,
+    where `reconnects`, that its notification listener was counted as
+    connected again)."""
     auth_pb2, auth_pb2_grpc = pb
     assert cli(database, "user", "add", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
     server = Authd(database)
@@ -165,6 +177,11 @@ def outage(pb, database, cut, restore):
             assert code_of(lambda: stub.Logout(auth_pb2.LogoutRequest(access_token=live),
                                                timeout=CALL_DEADLINE_S)) == grpc.StatusCode.UNAVAILABLE
             assert_fails_closed(stub, auth_pb2, revoked, live)
+            # The number to alert on: past the 3 s bound, and growing.
+            age = metric(server, "authd_revocation_state_age_seconds")
+            assert age > 3, age
+            wait_until(lambda: metric(server, "authd_revocation_state_age_seconds") > age + 0.2, 5,
+                       "the revocation state's age stopped growing")
             wait_until(lambda: health(server) == "NOT_SERVING", 15, "health never said NOT_SERVING")
             wait_until(lambda: server.get("/readyz")[0] == 503, 5, "/readyz never said 503")
             assert server.get("/healthz")[0] == 200
@@ -185,12 +202,16 @@ def outage(pb, database, cut, restore):
                 return (live_answer.valid and health(server) == "SERVING"
                         and server.get("/readyz")[0] == 200)
             wait_until(recovered, 5, "authd after the database came back")
+            assert metric(server, "authd_revocation_state_age_seconds") < 3
+            if reconnects:
+                wait_until(lambda: metric(server, "authd_revocation_listener_reconnects_total") >= 1, 10,
+                           "the listener's reconnect was never counted")
     finally:
         assert server.terminate() == 0, server.output()
 
 
 def test_postgres_stopped_then_started_again(pb, database):
-    outage(pb, database, database.postgres.stop_immediately, database.postgres.start)
+    outage(pb, database, database.postgres.stop_immediately, database.postgres.start, reconnects=True)
 
 
 def test_postgres_frozen_with_sigstop_then_resumed(pb, database):

@@ -94,6 +94,11 @@ impl KeyRing {
         }
     }
 
+    /// How long a retired key stays published.
+    pub(crate) fn retention(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.retention).unwrap_or(0))
+    }
+
     /// The generation: a token verified under another one is checked again.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

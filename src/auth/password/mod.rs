@@ -23,7 +23,7 @@ use self::{
     threads::{HashThreads, MAX_QUEUE_WAIT},
     verify::{sane_params, verify_in},
 };
-use crate::domain::Password;
+use crate::{domain::Password, telemetry::metrics::Meter};
 
 /// Hashing or checking a password failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,8 @@ pub struct Passwords {
     /// A hash of a random password, verified against when the user does not
     /// exist, so an unknown name costs the same time as a wrong password.
     dummy_hash: Arc<str>,
+    /// Times each hash.
+    meter: Meter,
 }
 
 impl Passwords {
@@ -106,7 +108,19 @@ impl Passwords {
                 priority,
             )?),
             dummy_hash: dummy_hash.into(),
+            meter: Meter::off(),
         })
+    }
+
+    /// The same hasher, timing each hash with `meter`.
+    #[must_use]
+    pub fn metered(self, meter: Meter) -> Self {
+        Self { meter, ..self }
+    }
+
+    /// How many checks and hashes wait for a thread now.
+    pub fn waiting(&self) -> usize {
+        self.threads.waiting()
     }
 
     /// Hashes a password into a PHC string with a fresh random salt.
@@ -118,10 +132,13 @@ impl Passwords {
         let place = self.queue_place(Instant::now())?;
         let password = password.clone();
         let argon2 = self.argon2.clone();
+        let meter = self.meter.clone();
         self.threads
             .run(place, move |_| {
-                argon2
-                    .hash_password(password.expose())
+                let began = Instant::now();
+                let hashed = argon2.hash_password(password.expose());
+                meter.password_hashed(began.elapsed());
+                hashed
                     .map(|hash| hash.to_string())
                     .map_err(|err| PasswordError::Argon2(err.to_string()))
             })
@@ -149,6 +166,7 @@ impl Passwords {
         let current = self.cost;
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
+        let meter = self.meter.clone();
         self.threads
             .run(place, move |scratch| {
                 let Ok(parsed) = PasswordHash::new(&hash) else {
@@ -163,7 +181,10 @@ impl Passwords {
                     }
                 };
                 let cost = HashCost::of(&params);
-                match verify_in(scratch, password.expose(), &parsed, params) {
+                let began = Instant::now();
+                let verified = verify_in(scratch, password.expose(), &parsed, params);
+                meter.password_hashed(began.elapsed());
+                match verified {
                     Ok(true) if known => PasswordCheck::Matches {
                         rehash: cost != current,
                     },

@@ -3,7 +3,11 @@
 //! places in the queue that bound it to about a second of work.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -77,6 +81,8 @@ pub(super) struct HashThreads {
     queue: mpsc::Sender<Job>,
     /// One permit per job that may be queued or running at once.
     places: Arc<Semaphore>,
+    /// Jobs sent that no thread has taken yet.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl HashThreads {
@@ -118,6 +124,7 @@ impl HashThreads {
         Ok(Self {
             queue,
             places: Arc::new(Semaphore::new(places)),
+            waiting: Arc::default(),
         })
     }
 }
@@ -151,6 +158,11 @@ impl HashThreads {
         })
     }
 
+    /// How many jobs wait for a thread now.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// How many places are free now.
     #[cfg(test)]
     pub(super) fn free_places(&self) -> usize {
@@ -168,7 +180,9 @@ impl HashThreads {
     ) -> Result<T, PasswordError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
+        let waiting = self.waiting.clone();
         let job: Job = Box::new(move |scratch| {
+            waiting.fetch_sub(1, Ordering::Relaxed);
             // The whole place moves in: it is given back when the job has
             // run (before its answer is sent, so a caller that has its
             // answer finds the place free), or is dropped unrun, even if
@@ -185,9 +199,11 @@ impl HashThreads {
             drop(permit);
             let _ = done.send(answer);
         });
-        self.queue
-            .send(job)
-            .map_err(|_| PasswordError::ThreadsGone)?;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.queue.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(PasswordError::ThreadsGone);
+        }
         Ok(result.await.map_err(|_| PasswordError::ThreadsGone)??)
     }
 }

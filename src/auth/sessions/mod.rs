@@ -101,6 +101,12 @@ impl Authenticator {
     /// spent one (the session is then ended);
     /// [`AuthError::Unavailable`] when the database cannot be reached.
     pub async fn refresh(&self, token: &RefreshToken) -> Result<Grant, AuthError> {
+        let outcome = self.rotate(token).await;
+        self.meter.refreshed(&outcome);
+        outcome
+    }
+
+    async fn rotate(&self, token: &RefreshToken) -> Result<Grant, AuthError> {
         // A token we did not make costs no database read.
         let (id, presented) = self
             .refresh_tokens

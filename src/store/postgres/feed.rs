@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::{
     domain::{SessionId, UserId},
-    store::{FeedCursor, Revocation, StoreError},
+    store::{FeedCursor, Notice, Revocation, StoreError},
 };
 
 /// The channel the triggers announce changes on.
@@ -248,12 +248,13 @@ pub(in crate::store) struct Listener {
 }
 
 impl Listener {
-    /// The next revocation announced; `Ok(None)` when some may have been
-    /// missed.
-    pub(in crate::store) async fn next(&mut self) -> Result<Option<Revocation>, StoreError> {
+    /// The next notice.
+    pub(in crate::store) async fn next(&mut self) -> Result<Notice, StoreError> {
         match self.listener.try_recv().await {
-            Ok(Some(notification)) => Ok(parse(&notification)),
-            Ok(None) => Ok(None),
+            Ok(Some(notification)) => {
+                Ok(parse(&notification).map_or(Notice::CatchUp, Notice::Revoked))
+            }
+            Ok(None) => Ok(Notice::Lost),
             Err(err) => Err(super::classify(err)),
         }
     }

@@ -1,6 +1,8 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default: `info`,
-//! with sqlx's per-statement chatter at `warn`), as text or as one JSON
-//! object per line.
+//! Logs and metrics. Logging: `tracing` to stderr, filtered by `RUST_LOG`
+//! (default: `info`, with sqlx's per-statement chatter at `warn`), as text
+//! or as one JSON object per line. Metrics: see [`metrics`].
+
+pub mod metrics;
 
 use std::{fmt, io::IsTerminal as _, str::FromStr};
 
