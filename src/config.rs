@@ -17,7 +17,7 @@ use crate::{
         TokenSettings,
     },
     domain::Role,
-    grpc::TrustedProxies,
+    grpc::{TrustedProxies, WatchSettings},
     http::HttpSettings,
     jobs::{key_rotation::RotationSettings, purge::PurgeSettings},
     startup::{ServeSettings, default_publish_lead},
@@ -350,6 +350,14 @@ pub struct ServeArgs {
     /// The role an access token must carry to call AdminService.
     #[arg(long, env = "AUTHD_ADMIN_ROLE", default_value = ServeSettings::DEFAULT_ADMIN_ROLE)]
     pub admin_role: Role,
+    /// The role an access token must carry to call WatchRevocations (a
+    /// verified client certificate is enough under mutual TLS).
+    #[arg(long, env = "AUTHD_WATCH_ROLE", default_value = WatchSettings::DEFAULT_ROLE)]
+    pub watch_role: Role,
+    /// Time between WatchRevocations' heartbeats.
+    #[arg(long, env = "AUTHD_WATCH_HEARTBEAT", value_parser = positive_duration,
+          default_value_t = WatchSettings::DEFAULT_HEARTBEAT.into())]
+    pub watch_heartbeat: humantime::Duration,
     /// The fewest characters a password set through AdminService may have.
     #[arg(long, env = "AUTHD_MIN_PASSWORD_LENGTH",
           default_value_t = PasswordPolicy::default().min_chars)]
@@ -711,6 +719,11 @@ impl ServeArgs {
                     watch_interval: self.tls_watch_interval.0.map(Into::into),
                 }),
             metrics: self.metrics,
+            watch: WatchSettings {
+                role: self.watch_role.clone(),
+                heartbeat: *self.watch_heartbeat,
+                ..defaults.watch.clone()
+            },
             shutdown_delay: *self.shutdown_delay,
             shutdown_grace_period: *self.shutdown_grace_period,
             request_timeout: *self.request_timeout,

@@ -22,7 +22,7 @@ use crate::{
     domain::Role,
     grpc::{
         self, AdminApi, AuthApi, CallLimit, ExtAuthzApi, MetricsLayer, PageTokenKey,
-        TrustedProxies, admin_pb::admin_service_server::AdminServiceServer,
+        TrustedProxies, WatchSettings, admin_pb::admin_service_server::AdminServiceServer,
         pb::auth_service_server::AuthServiceServer,
     },
     http::{HttpServer, HttpSettings, Metadata},
@@ -115,6 +115,8 @@ pub struct ServeSettings {
     pub tls: Option<TlsSettings>,
     /// Whether Prometheus metrics are counted and served.
     pub metrics: bool,
+    /// Who may follow WatchRevocations, and its heartbeat.
+    pub watch: WatchSettings,
 }
 
 impl ServeSettings {
@@ -174,6 +176,12 @@ impl ServeSettings {
             max_calls_in_flight: Self::DEFAULT_MAX_CALLS_IN_FLIGHT,
             tls: None,
             metrics: true,
+            watch: WatchSettings {
+                role: Role::parse(WatchSettings::DEFAULT_ROLE)
+                    .unwrap_or_else(|_| unreachable!("the default watch role is a role")),
+                heartbeat: WatchSettings::DEFAULT_HEARTBEAT,
+                max_watchers: WatchSettings::DEFAULT_MAX_WATCHERS,
+            },
         }
     }
 }
@@ -264,6 +272,7 @@ impl Application {
             .load_revocations(&mut |revocation| revocations.apply(revocation))
             .await
             .context("cannot load the revocations")?;
+        revocations.apply_revoked_keys(signing_keys.revoked());
         revocations.mark_synced(loading);
         let held = revocations.held();
         tracing::info!(
@@ -466,8 +475,14 @@ impl Application {
             limit.clone(),
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let api = AuthServiceServer::new(AuthApi::new(auth, limit, settings.trusted_proxies))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let api = AuthServiceServer::new(AuthApi::new(
+            auth,
+            limit,
+            settings.trusted_proxies,
+            settings.watch,
+            draining.clone(),
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
         let router = Server::builder()
             // tonic leaves these to hyper's defaults; an auth service states
             // its own.

@@ -31,7 +31,9 @@ pub use password::{
     HashCost, HashingPriority, Overloaded, PasswordCheck, PasswordError, PasswordPolicy, Passwords,
     QueuePlace,
 };
-pub use revocations::{HeldRevocations, RevocationState};
+pub use revocations::{
+    HeldRevocations, NumberedChange, RevocationChange, RevocationState, RevocationWatch, WatchStart,
+};
 pub use sessions::{ClientInfo, RefreshTokenKey, RefreshTokens, SessionSettings, UserSession};
 pub use signing_keys::{KeyError, KeyFiles, SigningKeys};
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
@@ -405,6 +407,22 @@ impl Authenticator {
         let claims = Arc::new(self.tokens.verify(text)?);
         self.verified.insert(text, claims.clone(), generation);
         Ok(claims)
+    }
+
+    /// A watcher of the revocation state, resuming after change `after`
+    /// (of the incarnation named) where it can, else from a snapshot.
+    pub fn watch_revocations(&self, after: Option<(u64, u64)>) -> RevocationWatch {
+        self.revocations.watch(after)
+    }
+
+    /// What tells this process's revocation change numbers from others'.
+    pub fn revocation_incarnation(&self) -> u64 {
+        self.revocations.incarnation()
+    }
+
+    /// When the revocation state last matched the store.
+    pub fn revocations_as_of(&self) -> Option<std::time::SystemTime> {
+        self.revocations.synced_as_of()
     }
 
     /// The public keys that verify this service's tokens, for clients that

@@ -179,6 +179,21 @@ impl SigningKeys {
             .collect()
     }
 
+    /// The revoked keys among those the ring was last built from, each with
+    /// the instant (Unix seconds) after which no token it signed can be
+    /// current.
+    pub fn revoked(&self) -> Vec<(String, i64)> {
+        let retention = self.ring.retention();
+        self.lock_installed()
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let at = row.revoked_at?;
+                Some((row.kid.clone(), (at + retention).unix_timestamp()))
+            })
+            .collect()
+    }
+
     /// Reads the keys again and installs them when they changed. A key that
     /// does not unseal still verifies; it cannot sign here.
     ///

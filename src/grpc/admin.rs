@@ -15,13 +15,13 @@ use super::{
         admin_service_server::AdminService, user_ref,
     },
     pb::ListSessionsResponse,
-    service::{bearer_token, instant, session},
-    status::{Reason, bad_request, refused},
+    service::{holding_role, instant, session},
+    status::bad_request,
     trace::trace_id,
 };
 use crate::{
-    auth::{Access, Accounts, Authenticator, UserSession},
-    domain::{AccessToken, InvalidInput, Password, Role, UserId, UserRef, Username},
+    auth::{Accounts, Authenticator, UserSession},
+    domain::{InvalidInput, Password, Role, UserId, UserRef, Username},
     store::UserRecord,
 };
 
@@ -93,27 +93,8 @@ impl AdminApi {
 
     /// The id of the caller, when its token is valid and holds the role.
     fn caller(&self, metadata: &MetadataMap) -> Result<UserId, Status> {
-        let invalid_token =
-            |message: &str| refused(Code::Unauthenticated, Reason::TokenInvalid, message);
-        let token = AccessToken::parse(bearer_token(metadata)?)
-            .map_err(|err| invalid_token(&err.to_string()))?;
-        match self
-            .auth
-            .authorize(Some(&token), self.admin_role.as_slice())?
-        {
-            Access::Granted(claims) => Ok(UserId::from(claims.sub)),
-            Access::NoToken => Err(refused(
-                Code::Unauthenticated,
-                Reason::TokenMissing,
-                "no access token",
-            )),
-            Access::Invalid(reason) => Err(invalid_token(&format!("the access token is {reason}"))),
-            Access::MissingRole(_) => Err(refused(
-                Code::PermissionDenied,
-                Reason::PermissionDenied,
-                &format!("the access token lacks the role {}", self.admin_role[0]),
-            )),
-        }
+        let claims = holding_role(&self.auth, metadata, &self.admin_role[0])?;
+        Ok(UserId::from(claims.sub))
     }
 
     fn list_page(&self, request: &ListUsersRequest) -> Result<(Option<String>, u32), Status> {

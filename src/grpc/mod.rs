@@ -9,6 +9,7 @@ mod redact;
 mod service;
 mod status;
 mod trace;
+mod watch;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use ext_authz::{EXT_AUTHZ_SERVICE_NAME, ExtAuthzApi, REQUIRED_ROLE_KEY};
 pub use metrics::MetricsLayer;
 pub use service::{AuthApi, reason_name};
 pub use status::{ERROR_DOMAIN, Reason};
+pub use watch::WatchSettings;
 
 /// Code generated from `proto/`, in modules named as the packages are, so
 /// that one package's code finds another's.

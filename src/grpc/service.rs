@@ -3,6 +3,8 @@
 use std::{sync::Arc, time::Instant};
 
 use secrecy::ExposeSecret as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::Level;
 
@@ -11,18 +13,19 @@ use super::{
     pb::{
         self, GetJwksRequest, GetJwksResponse, JsonWebKey, ListSessionsRequest,
         ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
-        RefreshRequest, RevokeSessionRequest, RevokeSessionResponse, TokenInvalidReason,
-        ValidateTokenRequest, ValidateTokenResponse,
+        RefreshRequest, RevocationEvent, RevokeSessionRequest, RevokeSessionResponse,
+        TokenInvalidReason, ValidateTokenRequest, ValidateTokenResponse, WatchRevocationsRequest,
     },
     status::{Reason, bad_request, refused},
     trace::trace_id,
+    watch::{WatchSettings, Watchers},
 };
 use crate::{
     auth::{
-        Authenticator, ClientInfo, Grant, InvalidToken, LogoutScope, PublicJwk, UserSession,
-        Validity,
+        Access, Authenticator, Claims, ClientInfo, Grant, InvalidToken, LogoutScope, PublicJwk,
+        UserSession, Validity,
     },
-    domain::{AccessToken, Password, RefreshToken, SessionId, Username},
+    domain::{AccessToken, Password, RefreshToken, Role, SessionId, Username},
 };
 
 /// The gRPC face of the [`Authenticator`].
@@ -33,6 +36,8 @@ pub struct AuthApi {
     limit: CallLimit,
     /// Whose `x-forwarded-for` names the client.
     proxies: Arc<TrustedProxies>,
+    /// Who may follow the revocations, and the streams that do.
+    watchers: Watchers,
 }
 
 impl AuthApi {
@@ -40,13 +45,36 @@ impl AuthApi {
     /// the client's address from `proxies` when they forward one.
     ///
     /// The health and reflection services are not counted, so probes get
-    /// an answer from a server at its limit.
-    pub fn new(auth: Arc<Authenticator>, limit: CallLimit, proxies: TrustedProxies) -> Self {
+    /// an answer from a server at its limit; nor are WatchRevocations'
+    /// streams, which live long and have a limit of their own in `watch`.
+    /// They end when `stop` is cancelled.
+    pub fn new(
+        auth: Arc<Authenticator>,
+        limit: CallLimit,
+        proxies: TrustedProxies,
+        watch: WatchSettings,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             auth,
             limit,
             proxies: Arc::new(proxies),
+            watchers: Watchers::new(watch, stop),
         }
+    }
+
+    /// A watcher's stream, for a caller holding the watch role or, under
+    /// mutual TLS, a verified client certificate.
+    fn watch(
+        &self,
+        request: &Request<WatchRevocationsRequest>,
+    ) -> Result<ReceiverStream<Result<RevocationEvent, Status>>, Status> {
+        let certified = request.peer_certs().is_some_and(|certs| !certs.is_empty());
+        if !certified {
+            holding_role(&self.auth, request.metadata(), &self.watchers.settings.role)?;
+        }
+        self.watchers
+            .start(&self.auth, &request.get_ref().resume_token)
     }
 
     /// Runs `call` while it holds one of the places for calls in flight.
@@ -219,6 +247,17 @@ impl pb::auth_service_server::AuthService for AuthApi {
         logged("ValidateToken", Level::DEBUG, started, result)
     }
 
+    type WatchRevocationsStream = ReceiverStream<Result<RevocationEvent, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let started = call_began(Level::INFO, request.metadata());
+        let result = self.watch(&request);
+        logged("WatchRevocations", Level::INFO, started, result)
+    }
+
     async fn get_jwks(
         &self,
         request: Request<GetJwksRequest>,
@@ -312,6 +351,34 @@ pub(super) fn call_began(level: Level, metadata: &MetadataMap) -> (Instant, Opti
         tracing::enabled!(Level::INFO)
     };
     (Instant::now(), logged.then(|| trace_id(metadata)).flatten())
+}
+
+/// The claims of the caller's bearer token, when it is valid and holds
+/// `role`: UNAUTHENTICATED without a valid token, PERMISSION_DENIED without
+/// the role.
+pub(super) fn holding_role(
+    auth: &Authenticator,
+    metadata: &MetadataMap,
+    role: &Role,
+) -> Result<Arc<Claims>, Status> {
+    let invalid_token =
+        |message: &str| refused(Code::Unauthenticated, Reason::TokenInvalid, message);
+    let token = AccessToken::parse(bearer_token(metadata)?)
+        .map_err(|err| invalid_token(&err.to_string()))?;
+    match auth.authorize(Some(&token), std::slice::from_ref(role))? {
+        Access::Granted(claims) => Ok(claims),
+        Access::NoToken => Err(refused(
+            Code::Unauthenticated,
+            Reason::TokenMissing,
+            "no access token",
+        )),
+        Access::Invalid(reason) => Err(invalid_token(&format!("the access token is {reason}"))),
+        Access::MissingRole(_) => Err(refused(
+            Code::PermissionDenied,
+            Reason::PermissionDenied,
+            &format!("the access token lacks the role {role}"),
+        )),
+    }
 }
 
 /// The token of an `authorization: Bearer <token>` header.

@@ -91,6 +91,7 @@ pub async fn run(
         match read {
             Ok(next) => {
                 cursor = next;
+                state.apply_revoked_keys(keys.revoked());
                 state.mark_synced(began);
                 if failing {
                     failing = false;

@@ -24,3 +24,4 @@ mod tls;
 mod token_attacks;
 mod user_revocation;
 mod validate;
+mod watch;

@@ -209,6 +209,25 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(!plaintext_is_answered(&world).await);
 }
 
+#[tokio::test]
+async fn under_mutual_tls_a_verified_certificate_may_watch_revocations() {
+    use authd::grpc::pb::{WatchRevocationsRequest, revocation_event::Event};
+    let pki = new_pki("authd");
+    let world = World::with(Backend::Sqlite, |s| s.tls = Some(pki.settings(true))).await;
+    let mut with_cert = client(&world, &pki, Some(&pki.client)).await.unwrap();
+    // No token at all: the certificate is the credential.
+    let mut stream = with_cert
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.event, Some(Event::Snapshot(ref s)) if s.complete),
+        "{first:?}"
+    );
+}
+
 /// Replaces `path` whole with `text`, as a renewal does (never half
 /// written).
 fn replace(path: &std::path::Path, text: &str) {

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import sqlite3
@@ -1016,3 +1017,45 @@ def test_json_logs_parse_line_by_line_and_join_the_callers_trace(pb, database):
     for secret in (PASSWORD, login.access_token, login.refresh_token, refreshed.refresh_token,
                    login.access_token.split(".")[2], kek_file.read_text().strip()):
         assert secret not in log
+
+
+def test_a_python_service_follows_revocations_as_the_clients_guide_shows(pb, database):
+    """The RevocationView of docs/clients.md, over a real stream: a token
+    logged out before it started and one logged out while it runs are
+    revoked, a live one is not, and with authd gone it answers None."""
+    auth_pb2, auth_pb2_grpc = pb
+    for name, roles in (("svc", ["--role", "authd:watch"]), ("erin", [])):
+        assert cli(database, "user", "add", name, *roles, "--password-stdin",
+                   stdin=PASSWORD).returncode == 0
+    block, = [b for b in re.findall(r"^```python\n(.*?)^```", (ROOT / "docs" / "clients.md").read_text(),
+                                    re.S | re.M) if "class RevocationView" in b]
+    namespace = {}
+    exec(compile(block, "docs/clients.md", "exec"), namespace)
+    server = Authd(database, "--watch-heartbeat", "1s")
+    stopped = False
+    try:
+        channel = grpc.insecure_channel(server.addr)
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        login = lambda name: stub.Login(auth_pb2.LoginRequest(username=name, password=PASSWORD)).access_token  # noqa: E731
+        early, live, late = login("erin"), login("erin"), login("erin")
+        stub.Logout(auth_pb2.LogoutRequest(access_token=early))
+        key, = stub.GetJwks(auth_pb2.GetJwksRequest()).keys
+        jwk = jwt.PyJWK({"kty": key.kty, "crv": key.crv, "x": key.x, "kid": key.kid, "alg": key.alg})
+
+        def verdict(token):
+            claims = jwt.decode(token, jwk.key, algorithms=["EdDSA"], audience="authd", issuer="authd")
+            return view.revokes(claims, jwt.get_unverified_header(token)["kid"])
+
+        view = namespace["RevocationView"](channel, login("svc"), max_staleness=3.0)
+        wait_for(lambda: verdict(live) is False, 10, "the view never became current")
+        assert verdict(early) is True and verdict(late) is False
+        stub.Logout(auth_pb2.LogoutRequest(access_token=late))
+        wait_for(lambda: verdict(late) is True, 5, "the Logout never reached the view")
+        assert verdict(live) is False
+        assert server.terminate() == 0
+        stopped = True
+        # authd gone: no heartbeats, so after max_staleness nothing is vouched for.
+        wait_for(lambda: verdict(live) is None, 10, "the view still vouched without authd")
+    finally:
+        if not stopped:
+            assert server.terminate() == 0, server.output()

@@ -11,6 +11,7 @@ mod hpack;
 mod http;
 mod lean;
 mod server;
+mod watch;
 
 use std::{
     collections::HashSet,
@@ -46,6 +47,10 @@ const PASSWORD: &str = "benchmark password";
 
 /// How many turns health and validate-hot take each.
 const ROUNDS: u32 = 5;
+
+/// How many idle watchers the server holds in "validate-hot beside 1000
+/// watchers".
+const WATCHERS: usize = 1_000;
 
 #[derive(Parser, Debug)]
 #[command(name = "authd-bench", about = "Load-test authd and check every answer")]
@@ -371,6 +376,19 @@ async fn run_backend(
     target
         .cli(&["user", "add", "bench", "--password-stdin"], PASSWORD)
         .await?;
+    target
+        .cli(
+            &[
+                "user",
+                "add",
+                watch::WATCHER,
+                "--role",
+                "authd:watch",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await?;
     // Three published keys, as during a rotation: a retired one, the active
     // one (which signs every token the bench mints), a pending one.
     target
@@ -419,15 +437,14 @@ async fn run_backend(
     // validate-hot take turns, so that what else the machine does while
     // they run weighs on both alike.
     let hot_requests = Arc::new(validate_requests(&hot)?);
-    let (health, validate_hot) = lanes
-        .alternating(
-            args.in_flight,
-            duration,
-            ROUNDS,
-            Arc::new(HealthCalls::new()?),
-            HotCalls::shared(&hot_requests, &revoked, workers),
-        )
-        .await;
+    let (health, validate_hot) = health_and_hot(
+        &lanes,
+        args.in_flight,
+        duration,
+        ROUNDS,
+        HotCalls::shared(&hot_requests, &revoked, workers),
+    )
+    .await?;
     rows.push(Row {
         scenario: "health",
         measured: health,
@@ -452,15 +469,14 @@ async fn run_backend(
         let turn = 2 * duration / ROUNDS;
         for _ in 0..ROUNDS {
             for (lanes, into) in [(&lanes, &mut on), (&bare_lanes, &mut off)] {
-                let (health, hot) = lanes
-                    .alternating(
-                        args.in_flight,
-                        turn,
-                        1,
-                        Arc::new(HealthCalls::new()?),
-                        HotCalls::shared(&hot_requests, &revoked, workers),
-                    )
-                    .await;
+                let (health, hot) = health_and_hot(
+                    lanes,
+                    args.in_flight,
+                    turn,
+                    1,
+                    HotCalls::shared(&hot_requests, &revoked, workers),
+                )
+                .await?;
                 into.0.absorb(&health);
                 into.1.absorb(&hot);
             }
@@ -699,6 +715,55 @@ async fn run_backend(
         note: "lag from Logout OK on one instance to REVOKED on the other".into(),
         measured: lag,
     });
+    // WatchRevocations: a Logout on one instance heard by a watcher of the
+    // other; then a thousand watchers held open on the first while
+    // validate-hot runs beside health again.
+    let watcher = watch::watcher_token(&server, PASSWORD).await?;
+    let heard =
+        watch::logout_to_watcher(&server, &second, &watcher, &mint(&minter, user, 200)?).await?;
+    rows.push(Row {
+        scenario: "logout heard by a watcher of a 2nd instance",
+        note: "lag from Logout OK on one instance to the event on a WatchRevocations stream of the other".into(),
+        measured: heard,
+    });
+    let alone = {
+        let rate = |name: &str| {
+            rows.iter()
+                .find(|r| r.scenario == name)
+                .map_or(0.0, |r| r.measured.rate())
+        };
+        rate("validate-hot") / rate("health")
+    };
+    let (rss_before, _) = server.rss_kib();
+    let mut watchers = watch::idle_watchers(&server, &watcher, WATCHERS).await?;
+    let (rss_with, _) = server.rss_kib();
+    let (health_beside, hot_beside) = health_and_hot(
+        &lanes,
+        args.in_flight,
+        duration,
+        ROUNDS,
+        HotCalls::shared(&hot_requests, &revoked, workers),
+    )
+    .await?;
+    let watchers_ended = watchers.try_join_next().is_some();
+    watchers.abort_all();
+    if watchers_ended {
+        bail!("a watcher's stream ended while validate-hot ran");
+    }
+    let beside = hot_beside.rate() / health_beside.rate();
+    let watchers_mib = rss_with.saturating_sub(rss_before) as f64 / 1024.0;
+    rows.push(Row {
+        scenario: "validate-hot beside 1000 watchers",
+        note: format!(
+            "{WATCHERS} WatchRevocations streams open: RSS {:.1} -> {:.1} MiB; ratio to health \
+             {beside:.3} (taking turns, health {:.0}/s), {alone:.3} without them",
+            rss_before as f64 / 1024.0,
+            rss_with as f64 / 1024.0,
+            health_beside.rate()
+        ),
+        measured: hot_beside,
+    });
+    let watchers_ratio = beside / alone;
     // Through the pooler without the direct URL, the catch-up alone.
     if target
         .storage_flags
@@ -723,7 +788,16 @@ async fn run_backend(
     second.stop().await?;
     server.stop().await?;
     let mut out = table(backend, &rows, peak);
-    out.push_str(&goals(&rows, [login_ratio, ext_authz_ratio, metrics_ratio]));
+    out.push_str(&goals(
+        &rows,
+        [
+            login_ratio,
+            ext_authz_ratio,
+            metrics_ratio,
+            watchers_mib,
+            watchers_ratio,
+        ],
+    ));
     // A wrong answer fails the run; so does a health or ValidateToken
     // scenario with no answer at all within its window (a stalled
     // connection would otherwise read as a rate of 0).
@@ -979,6 +1053,26 @@ impl Calls for HealthCalls {
             Err(format!("health: {status:?}"))
         }
     }
+}
+
+/// health and validate-hot (`hot`) taking turns on `lanes`, `rounds` turns
+/// each and `duration` in all for each.
+async fn health_and_hot(
+    lanes: &Lanes,
+    in_flight: usize,
+    duration: Duration,
+    rounds: u32,
+    hot: Arc<dyn Calls>,
+) -> anyhow::Result<(Measured, Measured)> {
+    Ok(lanes
+        .alternating(
+            in_flight,
+            duration,
+            rounds,
+            Arc::new(HealthCalls::new()?),
+            hot,
+        )
+        .await)
 }
 
 /// ValidateToken over a pool of tokens, each worker striding through it;
@@ -1391,10 +1485,21 @@ fn table(backend: &str, rows: &[Row], peak_rss_kib: u64) -> String {
 }
 
 /// The targets, met or missed in this run.
-/// The targets, given the ratios measured apart from the rows: login's
-/// served over capacity, ext-authz's to health, and validate-hot's ratio to
-/// health with metrics on over the same with metrics off.
-fn goals(rows: &[Row], [login_ratio, ext_authz_ratio, metrics_ratio]: [f64; 3]) -> String {
+/// The targets, given what was measured apart from the rows: login's
+/// served over capacity, ext-authz's ratio to health, validate-hot's ratio
+/// to health with metrics on over the same with metrics off, the memory of
+/// a thousand watchers (MiB), and validate-hot's ratio beside them over
+/// the same without.
+fn goals(
+    rows: &[Row],
+    [
+        login_ratio,
+        ext_authz_ratio,
+        metrics_ratio,
+        watchers_mib,
+        watchers_ratio,
+    ]: [f64; 5],
+) -> String {
     let find = |name: &str| {
         rows.iter()
             .find(|r| r.scenario == name)
@@ -1411,6 +1516,7 @@ fn goals(rows: &[Row], [login_ratio, ext_authz_ratio, metrics_ratio]: [f64; 3]) 
     let alone = p99("validate-hot at half load");
     let flood = p99("mixed at half load: validate-hot");
     let lag = p99("logout seen by a 2nd instance");
+    let heard = p99("logout heard by a watcher of a 2nd instance");
     let refresh = rate("refresh") / rate("logout");
     let check_half = p99("ext-authz at half load");
     let goals = [
@@ -1472,6 +1578,21 @@ fn goals(rows: &[Row], [login_ratio, ext_authz_ratio, metrics_ratio]: [f64; 3]) 
             target: "Logout seen by another instance within 50 ms p99",
             measured: format!("{lag:.2} ms"),
             met: lag <= 50.0,
+        },
+        Goal {
+            target: "Logout heard by a watcher of another instance within 50 ms p99",
+            measured: format!("{heard:.2} ms"),
+            met: heard <= 50.0,
+        },
+        Goal {
+            target: "1000 watchers < 100 MB of server RSS",
+            measured: format!("{watchers_mib:.1} MiB"),
+            met: watchers_mib * 1.048_576 < 100.0,
+        },
+        Goal {
+            target: "validate-hot / health beside 1000 watchers >= 0.95 x without",
+            measured: format!("{watchers_ratio:.3}"),
+            met: watchers_ratio >= 0.95,
         },
     ];
     let mut out = "\n| target | this run | met |\n|---|---|---|\n".to_owned();

@@ -1,18 +1,23 @@
 //! The revocation state, held in memory so that ValidateToken needs no
 //! database round trip; when it has not matched the store for too long it is
-//! not trusted, and validation fails closed.
+//! not trusted, and validation fails closed. Every change is numbered and
+//! broadcast ([`changes`]), for the watchers that keep a copy.
+
+mod changes;
 
 use std::{
     collections::HashMap,
     sync::{
-        PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use uuid::Uuid;
 
+use self::changes::ChangeLog;
+pub use self::changes::{NumberedChange, RevocationChange, RevocationWatch, WatchStart};
 use crate::store::Revocation;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,6 +25,17 @@ struct Restriction {
     disabled: bool,
     deleted: bool,
     tokens_valid_after: Option<i64>,
+}
+
+impl Restriction {
+    /// Tokens issued before this instant (Unix seconds) are revoked.
+    fn tokens_issued_before(self) -> Option<i64> {
+        if self.deleted || self.disabled {
+            Some(i64::MAX)
+        } else {
+            self.tokens_valid_after
+        }
+    }
 }
 
 /// Shards of each id map, so that writers and the expiry sweep hold any one
@@ -47,18 +63,38 @@ impl ExpiringIds {
     }
 
     /// Holds `id` until `expires_at` (Unix seconds), or longer if held so.
-    fn insert(&self, id: Uuid, expires_at: i64) {
+    /// Returns the new bound when it changed.
+    fn insert(&self, id: Uuid, expires_at: i64) -> Option<i64> {
         // Expired already (a purge's worth of old rows, say): what it
         // revokes no longer validates anyway.
         if expires_at < time::OffsetDateTime::now_utc().unix_timestamp() {
-            return;
+            return None;
         }
         let mut shard = self
             .shard(id)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let kept = shard.entry(id).or_insert(expires_at);
-        *kept = (*kept).max(expires_at);
+        match shard.get_mut(&id) {
+            Some(kept) if *kept >= expires_at => None,
+            Some(kept) => {
+                *kept = expires_at;
+                Some(expires_at)
+            }
+            None => {
+                shard.insert(id, expires_at);
+                Some(expires_at)
+            }
+        }
+    }
+
+    /// Every id and its bound.
+    fn all(&self) -> Vec<(Uuid, i64)> {
+        let mut all = Vec::with_capacity(self.len());
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            all.extend(shard.iter().map(|(id, until)| (*id, *until)));
+        }
+        all
     }
 
     fn contains(&self, id: Uuid) -> bool {
@@ -96,10 +132,19 @@ pub struct RevocationState {
     /// Ended sessions, by `sid`.
     sessions: ExpiringIds,
     users: RwLock<HashMap<Uuid, Restriction>>,
+    /// Revoked signing keys, by `kid`, until no token they signed can be
+    /// current (Unix seconds).
+    keys: Mutex<HashMap<String, i64>>,
+    /// Every change, numbered, for watchers.
+    log: ChangeLog,
+    /// Tells this state's numbers from those of any other process.
+    incarnation: u64,
     /// When the state last matched the store, as microseconds since `epoch`
     /// (0: never).
     synced_at: AtomicU64,
     epoch: Instant,
+    /// The wall-clock time of `epoch`.
+    epoch_wall: SystemTime,
     /// How long the state is trusted after it last matched the store.
     max_staleness: Duration,
     /// Seconds a token's or session's entry is held past its bound: this
@@ -126,8 +171,12 @@ impl RevocationState {
             tokens: ExpiringIds::new(),
             sessions: ExpiringIds::new(),
             users: RwLock::default(),
+            keys: Mutex::default(),
+            log: ChangeLog::new(),
+            incarnation: Uuid::new_v4().as_u64_pair().0,
             synced_at: AtomicU64::new(0),
             epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
             max_staleness,
             margin: 0,
         }
@@ -141,35 +190,133 @@ impl RevocationState {
         self
     }
 
-    /// Applies one revocation.
+    /// Applies one revocation; what it changes is numbered and broadcast.
     pub fn apply(&self, revocation: Revocation) {
-        match revocation {
-            Revocation::Token { jti, expires_at } => {
-                self.tokens
-                    .insert(jti, expires_at.saturating_add(self.margin));
-            }
-            Revocation::Session { id, expires_at } => {
-                self.sessions
-                    .insert(id.as_uuid(), expires_at.saturating_add(self.margin));
-            }
+        let mut kept = self.log.lock();
+        let change = match revocation {
+            Revocation::Token { jti, expires_at } => self
+                .tokens
+                .insert(jti, expires_at.saturating_add(self.margin))
+                .map(|expires_at| RevocationChange::Token { jti, expires_at }),
+            Revocation::Session { id, expires_at } => self
+                .sessions
+                .insert(id.as_uuid(), expires_at.saturating_add(self.margin))
+                .map(|expires_at| RevocationChange::Session {
+                    id: id.as_uuid(),
+                    expires_at,
+                }),
             Revocation::User {
                 id,
                 disabled,
                 tokens_valid_after,
-            } => {
-                let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
-                let entry = users.entry(id.as_uuid()).or_default();
+            } => self.restrict(id.as_uuid(), |entry| {
                 entry.disabled = disabled;
                 // A cut-off only moves forward, whatever order news arrive in.
                 entry.tokens_valid_after = entry.tokens_valid_after.max(tokens_valid_after);
-                if !entry.deleted && !entry.disabled && entry.tokens_valid_after.is_none() {
-                    users.remove(&id.as_uuid());
-                }
-            }
+            }),
             Revocation::UserDeleted { id } => {
-                let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
-                users.entry(id.as_uuid()).or_default().deleted = true;
+                self.restrict(id.as_uuid(), |entry| entry.deleted = true)
             }
+        };
+        if let Some(change) = change {
+            self.log.publish(&mut kept, change);
+        }
+    }
+
+    /// Changes the restriction of user `id`; the change, when its effect
+    /// changed.
+    fn restrict(&self, id: Uuid, edit: impl FnOnce(&mut Restriction)) -> Option<RevocationChange> {
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = users.entry(id).or_default();
+        let before = entry.tokens_issued_before();
+        edit(entry);
+        let after = entry.tokens_issued_before();
+        if !entry.deleted && !entry.disabled && entry.tokens_valid_after.is_none() {
+            users.remove(&id);
+        }
+        (before != after).then_some(RevocationChange::User {
+            id,
+            tokens_issued_before: after,
+        })
+    }
+
+    /// Records the signing keys revoked now, each `kid` with the instant
+    /// (Unix seconds) after which no token it signed can be current.
+    pub fn apply_revoked_keys(&self, revoked: impl IntoIterator<Item = (String, i64)>) {
+        let mut kept = self.log.lock();
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        for (kid, expires_at) in revoked {
+            if keys.contains_key(&kid) {
+                continue;
+            }
+            keys.insert(kid.clone(), expires_at);
+            self.log
+                .publish(&mut kept, RevocationChange::Key { kid, expires_at });
+        }
+    }
+
+    /// A watcher of the state: resuming after change `after` of this
+    /// incarnation where every change since is kept, else from a snapshot
+    /// of everything in force.
+    pub fn watch(&self, after: Option<(u64, u64)>) -> RevocationWatch {
+        let mut kept = self.log.lock();
+        if let Some((incarnation, seq)) = after
+            && incarnation == self.incarnation
+            && let Some(watch) = self.log.resume(&kept, seq)
+        {
+            return watch;
+        }
+        if let Some(revocations) = kept.current_snapshot() {
+            return self.log.snapshot(&kept, revocations);
+        }
+        let mut revocations: Vec<RevocationChange> = self
+            .tokens
+            .all()
+            .into_iter()
+            .map(|(jti, expires_at)| RevocationChange::Token { jti, expires_at })
+            .collect();
+        revocations.extend(
+            self.sessions
+                .all()
+                .into_iter()
+                .map(|(id, expires_at)| RevocationChange::Session { id, expires_at }),
+        );
+        revocations.extend(
+            self.users
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(id, restriction)| RevocationChange::User {
+                    id: *id,
+                    tokens_issued_before: restriction.tokens_issued_before(),
+                }),
+        );
+        revocations.extend(
+            self.keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(kid, expires_at)| RevocationChange::Key {
+                    kid: kid.clone(),
+                    expires_at: *expires_at,
+                }),
+        );
+        let revocations: Arc<[RevocationChange]> = revocations.into();
+        kept.keep_snapshot(revocations.clone());
+        self.log.snapshot(&kept, revocations)
+    }
+
+    /// What tells this process's change numbers from any other's.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The wall-clock time the state last matched the store; `None` when
+    /// it never has.
+    pub fn synced_as_of(&self) -> Option<SystemTime> {
+        match self.synced_at.load(Ordering::Acquire) {
+            0 => None,
+            micros => Some(self.epoch_wall + Duration::from_micros(micros)),
         }
     }
 
@@ -227,6 +374,10 @@ impl RevocationState {
     /// Forgets the logged-out tokens and ended sessions whose `expires_at`,
     /// plus the margin, is before `now` (Unix seconds). Returns how many were forgotten.
     pub fn forget_expired(&self, now: i64) -> usize {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, expires_at| *expires_at >= now);
         self.tokens.forget_expired(now) + self.sessions.forget_expired(now)
     }
 
