@@ -103,6 +103,8 @@ pub struct KeysRotateArgs {
 #[derive(Debug, Args)]
 pub struct KeysRevokeArgs {
     /// The id of the key (its `kid`, as `authd keys list` prints it).
+    /// A base64url thumbprint may begin with `-`: it is still the id.
+    #[arg(allow_hyphen_values = true)]
     pub kid: String,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -914,6 +916,17 @@ mod tests {
         );
         assert_eq!(by_purge.failed_login_memory, Duration::from_secs(4 * 3600));
         assert_eq!(by_purge.failed_login_memory, by_serve.failed_login_memory);
+    }
+
+    #[test]
+    fn a_kid_that_begins_with_a_hyphen_is_a_kid() {
+        let kid = "-DRWnOSXCUAvQnhY7AKPxaqR8larOFxmAOLOmBsOI28";
+        let cli =
+            Cli::try_parse_from(["authd", "keys", "revoke", kid, "--data-dir", "/d"]).unwrap();
+        let Some(Command::Keys(KeysCommand::Revoke(args))) = cli.command else {
+            panic!("not keys revoke");
+        };
+        assert_eq!(args.kid, kid);
     }
 
     #[test]
