@@ -10,7 +10,6 @@ mod revocations;
 mod sessions;
 mod signing_keys;
 mod throttle;
-mod token_cache;
 mod tokens;
 
 use std::{
@@ -23,6 +22,7 @@ use time::OffsetDateTime;
 
 pub use access::Access;
 pub use accounts::{AccountError, Accounts, UserPage};
+pub use authd_token::VerifiedTokens;
 pub use keys::{
     KeyEncryptionKey, KeyInfo, KeyRing, KeyState, NoSigner, PublicJwk, PublicKey, RevokeRefusal,
     Rotation, SealError, SigningKey, ensure_private, write_private_file_once,
@@ -37,7 +37,6 @@ pub use revocations::{
 pub use sessions::{ClientInfo, RefreshTokenKey, RefreshTokens, SessionSettings, UserSession};
 pub use signing_keys::{KeyError, KeyFiles, SigningKeys};
 pub use throttle::{LoginThrottle, ThrottleMode, ThrottleSettings};
-pub use token_cache::VerifiedTokens;
 pub use tokens::{AccessTokens, Claims, InvalidToken, IssueError, TokenSettings};
 
 use self::throttle::{Refusal, Settlement};

@@ -1,17 +1,16 @@
-//! Access tokens: EdDSA-signed JWTs with `typ: at+jwt`, issued and
-//! verified here and nowhere else.
+//! Access tokens: EdDSA-signed JWTs with `typ: at+jwt`, issued here and
+//! verified with the key ring by authd-token's rules, the ones the Rust
+//! client validates with too.
 
 use std::{sync::Arc, time::Duration};
 
-use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
-use serde::{Deserialize, Serialize};
+pub use authd_token::{Claims, InvalidToken};
+use authd_token::{TOKEN_TYPE, TokenRules};
+use jsonwebtoken::{Algorithm, Header};
 use uuid::Uuid;
 
 use super::keys::{KeyRing, NoSigner, PublicJwk};
 use crate::domain::{Role, SessionId, UserId};
-
-/// The `typ` header of our tokens (RFC 9068).
-const TOKEN_TYPE: &str = "at+jwt";
 
 /// What goes into tokens and how strictly they are checked.
 #[derive(Debug, Clone)]
@@ -46,52 +45,6 @@ impl Default for TokenSettings {
     }
 }
 
-/// The claims of an access token. Every field is required and strictly
-/// typed: a token that does not decode into this is malformed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Issuer.
-    pub iss: String,
-    /// Audience (a single string, as we issue it).
-    pub aud: String,
-    /// The user's id.
-    pub sub: Uuid,
-    /// The token's unique id, the key of its revocation.
-    pub jti: Uuid,
-    /// Issued at, seconds since the epoch.
-    pub iat: u64,
-    /// Expires at, seconds since the epoch.
-    pub exp: u64,
-    /// The user's name when the token was issued.
-    pub username: String,
-    /// The user's roles when the token was issued.
-    pub roles: Vec<String>,
-    /// The session that issued the token; absent from tokens issued
-    /// before sessions existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<Uuid>,
-}
-
-/// Why a token is not valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidToken {
-    /// Not a JWT of ours: encoding, header, claim types or missing claims.
-    #[error("malformed")]
-    Malformed,
-    /// Signature, key id, issuer or audience not ours.
-    #[error("bad signature")]
-    BadSignature,
-    /// `exp` has passed.
-    #[error("expired")]
-    Expired,
-    /// `iat` or `nbf` lies in the future.
-    #[error("not yet valid")]
-    NotYetValid,
-    /// Logged out, or revoked with its user.
-    #[error("revoked")]
-    Revoked,
-}
-
 /// A token fresh from [`AccessTokens::issue`].
 #[derive(Debug)]
 pub struct IssuedToken {
@@ -117,9 +70,7 @@ pub enum IssueError {
 pub struct AccessTokens {
     keys: Arc<KeyRing>,
     header: Header,
-    validation: Validation,
-    /// The same checks but the expiry's.
-    validation_ignoring_expiry: Validation,
+    rules: TokenRules,
     settings: TokenSettings,
 }
 
@@ -139,20 +90,15 @@ impl AccessTokens {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
 
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = settings.leeway.as_secs();
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        let mut validation_ignoring_expiry = validation.clone();
-        validation_ignoring_expiry.validate_exp = false;
-
+        let rules = TokenRules::new(
+            &settings.issuer,
+            &settings.audience,
+            settings.leeway.as_secs(),
+        );
         Self {
             keys,
             header,
-            validation,
-            validation_ignoring_expiry,
+            rules,
             settings,
         }
     }
@@ -216,69 +162,20 @@ impl AccessTokens {
     }
 
     fn verify_with(&self, token: &str, check_expiry: bool) -> Result<Claims, InvalidToken> {
-        let validation = if check_expiry {
-            &self.validation
-        } else {
-            &self.validation_ignoring_expiry
-        };
-        let header = jsonwebtoken::decode_header(token).map_err(|_| InvalidToken::Malformed)?;
-        if !header.typ.as_deref().is_some_and(|typ| {
-            typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
-        }) {
-            return Err(InvalidToken::Malformed);
-        }
-        // We never send keys or key locations in a header; a token that
-        // does is not one of ours, whatever else it says.
-        if header.jwk.is_some()
-            || header.jku.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-        {
-            return Err(InvalidToken::Malformed);
-        }
-        let Some(kid) = header.kid.as_deref() else {
-            return Err(InvalidToken::Malformed);
-        };
-        let now = jsonwebtoken::get_current_timestamp();
+        let kid = TokenRules::key_id(token)?;
         // An unknown `kid` (never ours, revoked, or long retired) is refused
         // before any signature work.
-        let claims = self
-            .keys
-            .with_verifier(kid, now_seconds(), |key| {
-                jsonwebtoken::decode::<Claims>(token, key.decoding(), validation)
+        self.keys
+            .with_verifier(&kid, now_seconds(), |key| {
+                self.rules
+                    .verify(token, key.decoding(), check_expiry, authd_token::now())
             })
             .ok_or(InvalidToken::BadSignature)?
-            .map_err(|err| classify(err.kind()))?
-            .claims;
-        let leeway = self.settings.leeway.as_secs();
-        // The library lets a token live through the whole second
-        // `exp + leeway`; a revocation row lives until the instant
-        // `exp + leeway` and may be purged right after it. The strict check
-        // makes the two windows the same, so a purge never revives a token.
-        if check_expiry && now >= claims.exp.saturating_add(leeway) {
-            return Err(InvalidToken::Expired);
-        }
-        if claims.iat > now.saturating_add(leeway) {
-            return Err(InvalidToken::NotYetValid);
-        }
-        Ok(claims)
     }
 }
 
 fn now_seconds() -> i64 {
-    i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX)
-}
-
-fn classify(kind: &ErrorKind) -> InvalidToken {
-    match kind {
-        ErrorKind::InvalidSignature | ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-            InvalidToken::BadSignature
-        }
-        ErrorKind::ExpiredSignature => InvalidToken::Expired,
-        ErrorKind::ImmatureSignature => InvalidToken::NotYetValid,
-        _ => InvalidToken::Malformed,
-    }
+    i64::try_from(authd_token::now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

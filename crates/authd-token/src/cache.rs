@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use quick_cache::{Weighter, sync::Cache};
 
-use super::Claims;
+use crate::Claims;
 
 /// What an entry costs beyond its strings: the map slot, the `Arc`, the
 /// `Claims` struct.
