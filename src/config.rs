@@ -356,7 +356,8 @@ pub struct ServeArgs {
     /// verified client certificate is enough under mutual TLS).
     #[arg(long, env = "AUTHD_WATCH_ROLE", default_value = WatchSettings::DEFAULT_ROLE)]
     pub watch_role: Role,
-    /// Time between WatchRevocations' heartbeats.
+    /// Time between WatchRevocations' heartbeats, at most: a watcher may
+    /// ask for them more often, down to once a second.
     #[arg(long, env = "AUTHD_WATCH_HEARTBEAT", value_parser = positive_duration,
           default_value_t = WatchSettings::DEFAULT_HEARTBEAT.into())]
     pub watch_heartbeat: humantime::Duration,

@@ -1,6 +1,9 @@
 //! `auth.v1.AuthService` over the [`Authenticator`].
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use secrecy::ExposeSecret as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -73,8 +76,14 @@ impl AuthApi {
         if !certified {
             holding_role(&self.auth, request.metadata(), &self.watchers.settings.role)?;
         }
+        let request = request.get_ref();
+        let heartbeat = request
+            .heartbeat_interval
+            .map(Duration::try_from)
+            .transpose()
+            .map_err(|_| bad_request("heartbeat_interval", "not a positive duration"))?;
         self.watchers
-            .start(&self.auth, &request.get_ref().resume_token)
+            .start(&self.auth, &request.resume_token, heartbeat)
     }
 
     /// Runs `call` while it holds one of the places for calls in flight.

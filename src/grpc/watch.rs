@@ -51,6 +51,16 @@ impl WatchSettings {
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
     /// The most watchers at once unless told otherwise.
     pub const DEFAULT_MAX_WATCHERS: usize = 10_000;
+    /// The shortest heartbeat a watcher may ask for.
+    pub const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+
+    /// The heartbeat of a watcher that asked for `asked`: never slower than
+    /// the server's, never faster than [`Self::MIN_HEARTBEAT`].
+    fn heartbeat_for(&self, asked: Option<Duration>) -> Duration {
+        asked
+            .map_or(self.heartbeat, |asked| asked.min(self.heartbeat))
+            .max(Self::MIN_HEARTBEAT.min(self.heartbeat))
+    }
 }
 
 /// The watchers of one server.
@@ -71,12 +81,14 @@ impl Watchers {
         }
     }
 
-    /// Starts a watcher resuming after `resume_token` where it can, and
-    /// returns its stream.
+    /// Starts a watcher resuming after `resume_token` where it can, with
+    /// heartbeats as often as it asked where allowed, and returns its
+    /// stream.
     pub(super) fn start(
         &self,
         auth: &Arc<Authenticator>,
         resume_token: &str,
+        heartbeat: Option<Duration>,
     ) -> Result<ReceiverStream<Result<RevocationEvent, Status>>, Status> {
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             refused(
@@ -88,7 +100,8 @@ impl Watchers {
         let incarnation = auth.revocation_incarnation();
         let watch = auth.watch_revocations(parse_resume_token(resume_token, incarnation));
         let (events, stream) = mpsc::channel(QUEUED);
-        let (auth, heartbeat, stop) = (auth.clone(), self.settings.heartbeat, self.stop.clone());
+        let heartbeat = self.settings.heartbeat_for(heartbeat);
+        let (auth, stop) = (auth.clone(), self.stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let feed = Feed {
@@ -274,6 +287,24 @@ fn parse_resume_token(token: &str, incarnation: u64) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watcher_may_ask_for_faster_heartbeats_down_to_a_second() {
+        let settings = WatchSettings {
+            role: Role::parse(WatchSettings::DEFAULT_ROLE).unwrap(),
+            heartbeat: Duration::from_secs(5),
+            max_watchers: 1,
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(settings.heartbeat_for(None), secs(5));
+        assert_eq!(settings.heartbeat_for(Some(secs(2))), secs(2));
+        assert_eq!(settings.heartbeat_for(Some(secs(60))), secs(5));
+        assert_eq!(settings.heartbeat_for(Some(Duration::ZERO)), secs(1));
+        assert_eq!(
+            settings.heartbeat_for(Some(Duration::from_millis(10))),
+            secs(1)
+        );
+    }
 
     #[test]
     fn resume_tokens_name_their_process_and_change() {

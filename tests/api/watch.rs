@@ -36,6 +36,7 @@ async fn watch(app: &TestApp, token: &str, resume_token: &str) -> Streaming<Revo
             token,
             WatchRevocationsRequest {
                 resume_token: resume_token.to_owned(),
+                heartbeat_interval: None,
             },
         ))
         .await
@@ -298,4 +299,60 @@ async fn the_stream_ends_unavailable_when_the_server_stops() {
     };
     assert_eq!(ended.code(), Code::Unavailable);
     stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_watcher_may_ask_for_heartbeats_more_often_than_the_servers() {
+    let mut world = World::with(Backend::Sqlite, |s| {
+        s.watch.heartbeat = Duration::from_secs(3600);
+    })
+    .await;
+    let watcher = watcher_token(&mut world).await;
+    let asking = |interval: prost_types::Duration| {
+        bearer(
+            &watcher,
+            WatchRevocationsRequest {
+                resume_token: String::new(),
+                heartbeat_interval: Some(interval),
+            },
+        )
+    };
+    let mut stream = world
+        .app
+        .client
+        .clone()
+        .watch_revocations(asking(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    snapshot(&mut stream).await;
+    // Two more within `next`'s 10 s, where the server's own come hourly.
+    for _ in 0..2 {
+        let event = next(&mut stream).await;
+        assert!(
+            matches!(event.event, Some(Event::Heartbeat(_))),
+            "{event:?}"
+        );
+    }
+
+    let refused = world
+        .app
+        .client
+        .clone()
+        .watch_revocations(asking(prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    use tonic_types::StatusExt as _;
+    let details = refused.get_error_details();
+    assert_eq!(
+        details.bad_request().unwrap().field_violations[0].field,
+        "heartbeat_interval"
+    );
 }
