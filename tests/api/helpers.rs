@@ -843,8 +843,8 @@ enum Link {
     Frozen,
 }
 
-/// A TCP proxy in front of the PostgreSQL server that a test can cut,
-/// freeze and restore.
+/// A TCP proxy in front of the PostgreSQL server (or another) that a test
+/// can cut, freeze and restore.
 pub(crate) struct DbProxy {
     pub port: u16,
     link: watch::Sender<Link>,
@@ -853,10 +853,17 @@ pub(crate) struct DbProxy {
 
 impl DbProxy {
     pub(crate) async fn start() -> Self {
-        let upstream = {
-            let url = server_url();
-            format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
-        };
+        let url = server_url();
+        Self::to(format!(
+            "{}:{}",
+            url.host_str().unwrap(),
+            url.port().unwrap_or(5432)
+        ))
+        .await
+    }
+
+    /// A proxy in front of `upstream` (`host:port`) instead.
+    pub(crate) async fn to(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (link, _) = watch::channel(Link::Up);

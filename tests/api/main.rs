@@ -3,6 +3,7 @@
 //! and the storage interface's own contract.
 
 mod admin;
+mod client;
 mod deployment;
 mod errors;
 mod helpers;

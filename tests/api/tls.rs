@@ -228,6 +228,56 @@ async fn under_mutual_tls_a_verified_certificate_may_watch_revocations() {
     );
 }
 
+#[tokio::test]
+async fn the_rust_client_validates_locally_over_mutual_tls_with_its_certificate() {
+    use authd_client::{
+        Client, ClientConfig, Credentials, LocalValidator, TlsConfig, ValidatorConfig, Validity,
+    };
+    let pki = new_pki("authd");
+    let mut world = World::with(Backend::Sqlite, |s| s.tls = Some(pki.settings(true))).await;
+    world.add_user("alice", "correct horse battery", &[]).await;
+    let config = ClientConfig::new(format!("https://{}", world.app.addr)).with_tls(TlsConfig {
+        ca_pem: Some(pki.ca.clone().into_bytes()),
+        identity: Some((
+            pki.client.cert.clone().into_bytes(),
+            pki.client.key.clone().into(),
+        )),
+        domain: Some("localhost".to_owned()),
+    });
+    let rust_client = Client::connect(config).await.unwrap();
+    let tokens = rust_client
+        .login("alice", &"correct horse battery".into())
+        .await
+        .unwrap();
+    // No service account: the certificate is enough to watch.
+    let validator = LocalValidator::start(
+        rust_client,
+        ValidatorConfig::new(Credentials::ClientCertificate),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), validator.ready())
+        .await
+        .expect("ready within 10 s");
+    let token = secrecy::ExposeSecret::expose_secret(&tokens.access_token).to_owned();
+    assert!(matches!(
+        validator.validate(&token).await,
+        Ok(Validity::Valid(_))
+    ));
+    // The test's own calls go over mutual TLS too.
+    world.app.client = client(&world, &pki, Some(&pki.client)).await.unwrap();
+    world.app.logout(&token).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while matches!(validator.validate(&token).await, Ok(Validity::Valid(_))) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("revoked within 10 s");
+    assert_eq!(
+        validator.validate(&token).await,
+        Ok(Validity::Invalid(authd_client::InvalidToken::Revoked))
+    );
+}
+
 /// Replaces `path` whole with `text`, as a renewal does (never half
 /// written).
 fn replace(path: &std::path::Path, text: &str) {

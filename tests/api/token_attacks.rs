@@ -27,8 +27,12 @@ fn flip(text: &str, index: usize) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-async fn attack_table(backend: Backend) {
-    let mut world = World::new(backend).await;
+/// A token built to fool a validator, and the reasons it may be refused
+/// with.
+pub(crate) type Attack = (&'static str, String, &'static [TokenInvalidReason]);
+
+/// The attacks on a token of `world`'s alice; and the real token.
+pub(crate) async fn attacks(world: &mut World) -> (Vec<Attack>, String) {
     let login = world.alice_token().await;
     let real = login.access_token.clone();
     let forger = Forger::for_app(&world.app, &real);
@@ -89,7 +93,7 @@ async fn attack_table(backend: Backend) {
     let by_other_key_our_kid = jsonwebtoken::encode(&forger.header(), &claims, &other_key).unwrap();
     let by_other_key_its_kid = jsonwebtoken::encode(&other_header, &claims, &other_key).unwrap();
 
-    let cases: Vec<(&str, String, &[TokenInvalidReason])> = vec![
+    let cases: Vec<Attack> = vec![
         ("one character", "x".to_owned(), &[Malformed]),
         ("three junk segments", "a.b.c".to_owned(), &[Malformed]),
         (
@@ -404,7 +408,12 @@ async fn attack_table(backend: Backend) {
         ("binary junk", "\u{0}\u{1}\u{2}".to_owned(), &[Malformed]),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());
+    (cases, real)
+}
 
+async fn attack_table(backend: Backend) {
+    let mut world = World::new(backend).await;
+    let (cases, real) = attacks(&mut world).await;
     for (name, token, expected) in &cases {
         let answer = world
             .app
