@@ -16,7 +16,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt as _;
 
 use crate::{
-    helpers::{Backend, DbProxy, World, on_both_backends},
+    helpers::{Backend, DbProxy, World, on_both_backends, within_10s},
     token_attacks::attacks,
 };
 
@@ -72,13 +72,10 @@ fn reason_of(validity: &Validity) -> TokenInvalidReason {
 
 /// Waits until `validator` says `token` is invalid for `reason`.
 async fn eventually(validator: &LocalValidator, token: &str, reason: InvalidToken) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while validator.validate(token).await != Ok(Validity::Invalid(reason)) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    within_10s(&format!("{reason:?}"), || async move {
+        validator.validate(token).await == Ok(Validity::Invalid(reason))
     })
-    .await
-    .unwrap_or_else(|_| panic!("not {reason:?} within 10 s"));
+    .await;
 }
 
 async fn every_attack_gets_the_servers_reason_from_the_local_validator(backend: Backend) {
@@ -232,13 +229,11 @@ async fn a_protected_http_service_refuses_a_logged_out_token(backend: Backend) {
     );
 
     world.app.logout(&token).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while hello(service, Some(&token)).await.0 != 401 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    let logged_out = token.as_str();
+    within_10s("refused", || async move {
+        hello(service, Some(logged_out)).await.0 == 401
     })
-    .await
-    .expect("refused within 10 s");
+    .await;
     let (_, challenge, _) = hello(service, Some(&token)).await;
     assert!(
         challenge.contains(r#"error="invalid_token""#),
@@ -357,13 +352,11 @@ async fn the_layer_fails_closed_when_authd_is_gone_and_recovers(backend: Backend
     // authd unreachable: no heartbeats, so after MAX_STALENESS nothing is
     // valid, a token seen before included.
     proxy.cut();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while validator.validate(&token).await != Err(Unavailable::Stale) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let (held, seen) = (&validator, token.as_str());
+    within_10s("unavailable", || async move {
+        held.validate(seen).await == Err(Unavailable::Stale)
     })
-    .await
-    .expect("unavailable within 10 s");
+    .await;
     assert!(validator.staleness().unwrap() > MAX_STALENESS);
     let (status, _, _) = hello(service, Some(&token)).await;
     assert_eq!(status, 503);
@@ -432,13 +425,11 @@ async fn killing_authd_makes_the_layer_fail_closed(backend: Backend) {
 
     authd.start_kill().unwrap();
     authd.wait().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while hello(service, Some(&token)).await.0 == 200 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let seen = token.as_str();
+    within_10s("refused after the kill", || async move {
+        hello(service, Some(seen)).await.0 != 200
     })
-    .await
-    .expect("refused within 10 s of the kill");
+    .await;
     assert_eq!(hello(service, Some(&token)).await.0, 503);
     assert_eq!(validator.validate(&token).await, Err(Unavailable::Stale));
     assert!(validator.staleness().unwrap() > MAX_STALENESS);

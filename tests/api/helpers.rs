@@ -1002,6 +1002,18 @@ impl Forger {
     }
 }
 
+/// Polls `condition` every 10 ms until it holds, failing the test with
+/// `what` if it has not within 10 s.
+pub(crate) async fn within_10s<F: Future<Output = bool>>(what: &str, condition: impl Fn() -> F) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not within 10 s: {what}"));
+}
+
 pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }

@@ -98,11 +98,6 @@ impl TokenRules {
         }
     }
 
-    /// The seconds of clock skew forgiven.
-    pub fn leeway(&self) -> u64 {
-        self.leeway
-    }
-
     /// The `kid` of a token whose header passes the rules: the key to
     /// verify it with, looked up before any signature work.
     ///

@@ -336,7 +336,7 @@ impl RevocationState {
                 || user.disabled
                 || user
                     .tokens_valid_after
-                    .is_some_and(|cutoff| i64::try_from(iat).map_or(true, |iat| iat < cutoff))
+                    .is_some_and(|cutoff| authd_token::issued_before(iat, cutoff))
         }))
     }
 

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -20,7 +20,7 @@ pub(super) struct KeySet {
     /// published): tokens verified before must be verified again.
     generation: AtomicU64,
     /// Whether a JWKS was ever installed.
-    loaded: std::sync::atomic::AtomicBool,
+    loaded: AtomicBool,
 }
 
 impl std::fmt::Debug for KeySet {
